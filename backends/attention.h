@@ -1,0 +1,41 @@
+// Multi-head self-attention on packed q|k|v, shared by ViT (global attention) and
+// Swin (window attention): softmax(q·kᵀ/√d + bias)·v per head.
+//
+// The two attention matmuls run on oneDNN at the precision of the layer's QuantSpec
+// (fp32, or bf16 operands with fp32 accumulation). The optional additive bias holds
+// Swin's relative position bias plus shift mask, periodic over groups.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "backends/quant_spec.h"
+
+namespace vitq {
+
+class AttentionCore {
+ public:
+  AttentionCore() = default;
+  AttentionCore(int64_t num_heads, int64_t head_dim, QuantSpec spec)
+      : num_heads_(num_heads), head_dim_(head_dim), spec_(spec) {}
+
+  // qkv:  (groups, tokens, 3·C) as the qkv Linear writes it, C = heads·head_dim,
+  //       channel order [q | k | v], each [head][head_dim].
+  // bias: (bias_groups, heads, tokens, tokens) or null; group g adds bias[g % bias_groups].
+  // out:  (groups, tokens, C), heads concatenated.
+  void Forward(const float* qkv, int64_t groups, int64_t tokens, const float* bias,
+               int64_t bias_groups, float* out) const;
+
+  int64_t num_heads() const { return num_heads_; }
+  int64_t head_dim() const { return head_dim_; }
+  const QuantSpec& spec() const { return spec_; }
+  // Implementations of the two matmuls for this shape, e.g. "brg:avx512_core | gemm:jit".
+  std::string Describe(int64_t groups, int64_t tokens) const;
+
+ private:
+  int64_t num_heads_ = 0;
+  int64_t head_dim_ = 0;
+  QuantSpec spec_;
+};
+
+}  // namespace vitq

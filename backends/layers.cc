@@ -1,0 +1,95 @@
+#include "backends/layers.h"
+
+#include <vector>
+
+#include "backends/ops.h"
+#include "backends/status_macros.h"
+
+namespace vitq {
+
+absl::StatusOr<LayerNorm> LayerNorm::Create(WeightStore& store, const std::string& prefix,
+                                            int64_t dim, float eps) {
+  LayerNorm ln;
+  VITQ_ASSIGN_OR_RETURN(auto gamma, store.Take(prefix + ".weight", {dim}));
+  VITQ_ASSIGN_OR_RETURN(auto beta, store.Take(prefix + ".bias", {dim}));
+  ln.gamma_ = std::move(gamma);
+  ln.beta_ = std::move(beta);
+  ln.eps_ = eps;
+  return ln;
+}
+
+void LayerNorm::Forward(const float* x, float* y, int64_t rows) const {
+  LayerNormRows(x, y, rows, dim(), gamma_.data(), beta_.data(), eps_);
+}
+
+absl::StatusOr<Linear> LoadLinear(WeightStore& store, const std::string& prefix, int64_t in,
+                                  int64_t out, bool has_bias, const PrecisionPlan& plan,
+                                  Activation activation) {
+  LinearParams params;
+  VITQ_ASSIGN_OR_RETURN(auto weight, store.Take(prefix + ".weight", {out, in}));
+  params.weight = std::move(weight);
+  if (has_bias) {
+    VITQ_ASSIGN_OR_RETURN(auto bias, store.Take(prefix + ".bias", {out}));
+    params.bias = std::move(bias);
+  }
+  return Linear::Create(prefix, std::move(params), plan(prefix), activation);
+}
+
+absl::StatusOr<PatchEmbed> PatchEmbed::Create(WeightStore& store, const std::string& prefix,
+                                              int64_t in_chans, int64_t patch, int64_t dim,
+                                              const PrecisionPlan& plan) {
+  PatchEmbed pe;
+  pe.in_chans_ = in_chans;
+  pe.patch_ = patch;
+  VITQ_ASSIGN_OR_RETURN(auto weight, store.Take(prefix + ".weight", {dim, in_chans, patch, patch}));
+  VITQ_ASSIGN_OR_RETURN(auto bias, store.Take(prefix + ".bias", {dim}));
+  weight.Reshape({dim, in_chans * patch * patch});  // (E, C·p·p), the order im2col writes
+  VITQ_ASSIGN_OR_RETURN(auto proj, Linear::Create(prefix, LinearParams{std::move(weight), std::move(bias)},
+                                             plan(prefix)));
+  pe.proj_ = std::move(proj);
+  return pe;
+}
+
+Tensor PatchEmbed::Forward(const Tensor& images) const {
+  const int64_t b = images.dim(0), c = in_chans_, h = images.dim(2), w = images.dim(3), p = patch_;
+  const int64_t gh = h / p, gw = w / p, k = c * p * p;
+  Tensor cols({b * gh * gw, k});  // (B·gh·gw, C·p·p)
+  const float* src = images.data();
+  float* dst = cols.data();
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t n = 0; n < b; ++n) {
+    for (int64_t py = 0; py < gh; ++py) {
+      for (int64_t px = 0; px < gw; ++px) {
+        float* row = dst + ((n * gh + py) * gw + px) * k;
+        for (int64_t ch = 0; ch < c; ++ch) {
+          for (int64_t ky = 0; ky < p; ++ky) {
+            const float* in = src + ((n * c + ch) * h + py * p + ky) * w + px * p;
+            std::copy(in, in + p, row + (ch * p + ky) * p);
+          }
+        }
+      }
+    }
+  }
+  Tensor out({b, gh * gw, proj_.out_features()});
+  proj_.Forward(cols.data(), b * gh * gw, out.data());
+  return out;
+}
+
+absl::StatusOr<Mlp> Mlp::Create(WeightStore& store, const std::string& prefix, int64_t dim,
+                                int64_t hidden, const PrecisionPlan& plan) {
+  Mlp mlp;
+  VITQ_ASSIGN_OR_RETURN(auto fc1, LoadLinear(store, prefix + ".fc1", dim, hidden, true, plan, Activation::kGelu));
+  VITQ_ASSIGN_OR_RETURN(auto fc2, LoadLinear(store, prefix + ".fc2", hidden, dim, true, plan));
+  mlp.fc1_ = std::move(fc1);
+  mlp.fc2_ = std::move(fc2);
+  return mlp;
+}
+
+void Mlp::ForwardAdd(const float* x, int64_t rows, float* residual) const {
+  thread_local std::vector<float> hidden;
+  hidden.resize(static_cast<size_t>(rows * fc1_.out_features()));
+  fc1_.Forward(x, rows, hidden.data());
+  fc2_.ForwardAdd(hidden.data(), rows, residual);
+}
+
+}  // namespace vitq

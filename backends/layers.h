@@ -1,0 +1,62 @@
+// Building blocks shared by DeiT and Swin: LayerNorm, patch embedding, MLP.
+// Each is built from a WeightStore by its canonical (timm) name prefix.
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "backends/linear.h"
+#include "backends/quant_spec.h"
+#include "backends/tensor.h"
+#include "backends/weight_store.h"
+
+namespace vitq {
+
+class LayerNorm {
+ public:
+  static absl::StatusOr<LayerNorm> Create(WeightStore& store, const std::string& prefix, int64_t dim,
+                                          float eps);
+  // x, y: (rows, dim); y may alias x.
+  void Forward(const float* x, float* y, int64_t rows) const;
+  int64_t dim() const { return gamma_.numel(); }
+
+ private:
+  Tensor gamma_, beta_;
+  float eps_ = 1e-6f;
+};
+
+// Conv2d(in_chans → dim, kernel = stride = patch) as im2col + Linear.
+class PatchEmbed {
+ public:
+  static absl::StatusOr<PatchEmbed> Create(WeightStore& store, const std::string& prefix,
+                                           int64_t in_chans, int64_t patch, int64_t dim,
+                                           const PrecisionPlan& plan);
+  // images: (B, C, H, W) → (B, H/p · W/p, dim), tokens in row-major patch order.
+  Tensor Forward(const Tensor& images) const;
+  const Linear& proj() const { return proj_; }
+
+ private:
+  int64_t in_chans_ = 0, patch_ = 0;
+  Linear proj_;
+};
+
+// fc1 → GELU (fused) → fc2, with the residual added in fc2's epilogue.
+class Mlp {
+ public:
+  static absl::StatusOr<Mlp> Create(WeightStore& store, const std::string& prefix, int64_t dim,
+                                    int64_t hidden, const PrecisionPlan& plan);
+  // x: (rows, dim) normalised input; residual: (rows, dim), residual += fc2(gelu(fc1(x))).
+  void ForwardAdd(const float* x, int64_t rows, float* residual) const;
+  const Linear& fc1() const { return fc1_; }
+  const Linear& fc2() const { return fc2_; }
+
+ private:
+  Linear fc1_, fc2_;
+};
+
+// Loads `prefix.weight` (out, in) and `prefix.bias` (out) (bias optional when !has_bias).
+absl::StatusOr<Linear> LoadLinear(WeightStore& store, const std::string& prefix, int64_t in,
+                                  int64_t out, bool has_bias, const PrecisionPlan& plan,
+                                  Activation activation = Activation::kNone);
+
+}  // namespace vitq

@@ -1,0 +1,186 @@
+#include "backends/ops.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "backends/bf16.h"
+
+// Hot loops are compiled for AVX-512, AVX2 and baseline x86-64; the loader picks
+// the best one for the CPU (GCC function multiversioning).
+#define VITQ_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+
+namespace vitq {
+namespace {
+
+// exp(x) by range reduction x = n·ln2 + r and a degree-6 polynomial on r (Cephes expf);
+// written branch-free so that loops calling it vectorise.
+inline float ExpPoly(float x) {
+  x = std::min(std::max(x, -87.0f), 88.0f);
+  float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float z = r * r;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * z + r + 1.0f;
+  int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, 4);
+  return p * scale;
+}
+
+inline float ErfPoly(float x) {
+  const float ax = std::fabs(x);
+  const float t = 1.0f / (1.0f + 0.3275911f * ax);
+  float p = 1.061405429f;
+  p = p * t - 1.453152027f;
+  p = p * t + 1.421413741f;
+  p = p * t - 0.284496736f;
+  p = p * t + 0.254829592f;
+  const float y = 1.0f - p * t * ExpPoly(-ax * ax);
+  return std::copysign(y, x);
+}
+
+VITQ_CLONES void LayerNormRow(const float* x, float* y, int64_t cols, const float* gamma,
+                              const float* beta, float eps) {
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < cols; ++i) sum += x[i];
+  const float mean = sum / static_cast<float>(cols);
+  float sq = 0.0f;
+#pragma omp simd reduction(+ : sq)
+  for (int64_t i = 0; i < cols; ++i) sq += (x[i] - mean) * (x[i] - mean);
+  const float rstd = 1.0f / std::sqrt(sq / static_cast<float>(cols) + eps);
+#pragma omp simd
+  for (int64_t i = 0; i < cols; ++i) y[i] = (x[i] - mean) * rstd * gamma[i] + beta[i];
+}
+
+// Writes exp(x + bias - max) to e and returns its sum.
+VITQ_CLONES float ExpShiftedRow(const float* x, const float* bias, float* e, int64_t cols) {
+  float max_v = -INFINITY;
+  if (bias) {
+#pragma omp simd reduction(max : max_v)
+    for (int64_t i = 0; i < cols; ++i) max_v = std::max(max_v, x[i] + bias[i]);
+  } else {
+#pragma omp simd reduction(max : max_v)
+    for (int64_t i = 0; i < cols; ++i) max_v = std::max(max_v, x[i]);
+  }
+  float sum = 0.0f;
+  if (bias) {
+#pragma omp simd reduction(+ : sum)
+    for (int64_t i = 0; i < cols; ++i) {
+      e[i] = ExpPoly(x[i] + bias[i] - max_v);
+      sum += e[i];
+    }
+  } else {
+#pragma omp simd reduction(+ : sum)
+    for (int64_t i = 0; i < cols; ++i) {
+      e[i] = ExpPoly(x[i] - max_v);
+      sum += e[i];
+    }
+  }
+  return sum;
+}
+
+VITQ_CLONES void ScaleRow(float* x, int64_t cols, float s) {
+#pragma omp simd
+  for (int64_t i = 0; i < cols; ++i) x[i] *= s;
+}
+
+VITQ_CLONES void ScaleRowToBf16(const float* x, uint16_t* y, int64_t cols, float s) {
+#pragma omp simd
+  for (int64_t i = 0; i < cols; ++i) {
+    float f = x[i] * s;
+    uint32_t bits;
+    std::memcpy(&bits, &f, 4);
+    bits += 0x7fffu + ((bits >> 16) & 1u);  // finite inputs only: softmax outputs are in [0, 1]
+    y[i] = static_cast<uint16_t>(bits >> 16);
+  }
+}
+
+VITQ_CLONES void GeluChunk(float* x, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + ErfPoly(x[i] * 0.70710678118654752f));
+}
+
+VITQ_CLONES void AddChunk(float* y, const float* x, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+VITQ_CLONES void ToBf16Chunk(const float* src, uint16_t* dst, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, &src[i], 4);
+    const bool is_nan = (bits & 0x7fffffffu) > 0x7f800000u;
+    const uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+    dst[i] = static_cast<uint16_t>(is_nan ? ((bits >> 16) | 0x40u) : rounded);
+  }
+}
+
+constexpr int64_t kChunk = 16384;  // elements per parallel work item of flat kernels
+
+template <typename Fn>
+void ParallelChunks(int64_t n, Fn fn) {
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) if (chunks > 1)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t begin = c * kChunk;
+    fn(begin, std::min(kChunk, n - begin));
+  }
+}
+
+}  // namespace
+
+float ExpApprox(float x) { return ExpPoly(x); }
+float ErfApprox(float x) { return ErfPoly(x); }
+
+void LayerNormRows(const float* x, float* y, int64_t rows, int64_t cols, const float* gamma,
+                   const float* beta, float eps) {
+#pragma omp parallel for schedule(static) if (rows * cols > 32768)
+  for (int64_t r = 0; r < rows; ++r) LayerNormRow(x + r * cols, y + r * cols, cols, gamma, beta, eps);
+}
+
+void SoftmaxRows(float* x, int64_t rows, int64_t cols, const float* bias, int64_t bias_rows) {
+#pragma omp parallel for schedule(static) if (rows * cols > 32768)
+  for (int64_t r = 0; r < rows; ++r) {
+    float* row = x + r * cols;
+    const float* bias_row = bias ? bias + (r % bias_rows) * cols : nullptr;
+    const float sum = ExpShiftedRow(row, bias_row, row, cols);
+    ScaleRow(row, cols, 1.0f / sum);
+  }
+}
+
+void SoftmaxRowsToBf16(const float* x, uint16_t* y, int64_t rows, int64_t cols, const float* bias,
+                       int64_t bias_rows) {
+#pragma omp parallel
+  {
+    std::vector<float> e(static_cast<size_t>(cols));
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* bias_row = bias ? bias + (r % bias_rows) * cols : nullptr;
+      const float sum = ExpShiftedRow(x + r * cols, bias_row, e.data(), cols);
+      ScaleRowToBf16(e.data(), y + r * cols, cols, 1.0f / sum);
+    }
+  }
+}
+
+void GeluErf(float* x, int64_t n) {
+  ParallelChunks(n, [&](int64_t begin, int64_t len) { GeluChunk(x + begin, len); });
+}
+
+void AddInPlace(float* y, const float* x, int64_t n) {
+  ParallelChunks(n, [&](int64_t begin, int64_t len) { AddChunk(y + begin, x + begin, len); });
+}
+
+void FloatToBf16Array(const float* src, uint16_t* dst, int64_t n) {
+  ParallelChunks(n, [&](int64_t begin, int64_t len) { ToBf16Chunk(src + begin, dst + begin, len); });
+}
+
+}  // namespace vitq

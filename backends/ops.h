@@ -1,0 +1,37 @@
+// Element-wise and row-wise kernels of the transformer that are not GEMMs:
+// LayerNorm, softmax (with an additive bias, for Swin's relative position bias and
+// shift mask), exact-erf GELU, residual add. Each is vectorised (AVX-512 / AVX2 clones
+// chosen at run time) and parallel over rows with OpenMP.
+//
+// Shape comments: rows × cols, row-major.
+#pragma once
+
+#include <cstdint>
+
+namespace vitq {
+
+// y = (x - mean) / sqrt(var + eps) * gamma + beta, per row.   x, y: (rows, cols)
+// y may alias x.
+void LayerNormRows(const float* x, float* y, int64_t rows, int64_t cols, const float* gamma,
+                   const float* beta, float eps);
+
+// In place: x = softmax(x + bias) per row.   x: (rows, cols); bias: (bias_rows, cols) or null,
+// periodic: row r adds bias row r % bias_rows (one bias block shared by many groups).
+void SoftmaxRows(float* x, int64_t rows, int64_t cols, const float* bias = nullptr,
+                 int64_t bias_rows = 0);
+
+// softmax(x + bias) written as bf16 (for a bf16 attention matmul).  x is left unchanged.
+void SoftmaxRowsToBf16(const float* x, uint16_t* y, int64_t rows, int64_t cols,
+                       const float* bias = nullptr, int64_t bias_rows = 0);
+
+// In place GELU with the exact erf formulation 0.5·x·(1 + erf(x/√2)).
+void GeluErf(float* x, int64_t n);
+
+// y += x.
+void AddInPlace(float* y, const float* x, int64_t n);
+
+// Scalar references, for tests and as the oracle of the vectorised kernels.
+float ErfApprox(float x);  // |error| < 2e-7 (Abramowitz & Stegun 7.1.26)
+float ExpApprox(float x);  // relative error < 2e-7 on [-87, 88]
+
+}  // namespace vitq
