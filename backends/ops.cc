@@ -16,8 +16,8 @@ namespace {
 
 // exp(x) by range reduction x = n·ln2 + r and a degree-6 polynomial on r (Cephes expf);
 // written branch-free so that loops calling it vectorise.
-inline float ExpPoly(float x) {
-  x = std::min(std::max(x, -87.0f), 88.0f);
+inline float ExpPoly(float x_in) {
+  const float x = std::min(std::max(x_in, -87.0f), 88.0f);
   float n = std::floor(x * 1.44269504088896341f + 0.5f);
   float r = x - n * 0.693359375f + n * 2.12194440e-4f;
   float z = r * r;
@@ -31,7 +31,7 @@ inline float ExpPoly(float x) {
   int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, 4);
-  return p * scale;
+  return x_in < -87.0f ? 0.0f : p * scale;  // exp underflows to 0 as std::exp does
 }
 
 inline float ErfPoly(float x) {

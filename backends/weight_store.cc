@@ -151,6 +151,7 @@ absl::StatusOr<Tensor> WeightStore::Take(const std::string& canonical, const Sha
     const bool norm_weight = absl::StrContains(canonical, "norm") && absl::EndsWith(canonical, ".weight");
     for (float& v : t.span()) v = norm_weight ? 1.0f + 0.1f * normal(rng) : 0.02f * normal(rng);
     taken_elements_ += t.numel();
+    taken_shapes_.emplace_back(canonical, expected);
     return t;
   }
   const std::string name = to_file_(canonical);
@@ -168,6 +169,7 @@ absl::StatusOr<Tensor> WeightStore::Take(const std::string& canonical, const Sha
   if (!t.ok()) return absl::InvalidArgumentError(absl::StrCat(file_->path(), ": ", t.status().message()));
   taken_.insert(name);
   taken_elements_ += t->numel();
+  taken_shapes_.emplace_back(canonical, expected);
   return t;
 }
 

@@ -11,6 +11,8 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "backends/model_config.h"
@@ -40,6 +42,8 @@ class WeightStore {
   NamingScheme scheme() const { return scheme_; }
   // Elements of all tensors taken so far (the model's parameter count).
   int64_t taken_elements() const { return taken_elements_; }
+  // Every tensor taken so far, by canonical name, with its shape (in request order).
+  const std::vector<std::pair<std::string, Shape>>& taken_shapes() const { return taken_shapes_; }
   std::string FileName(const std::string& canonical) const { return to_file_(canonical); }
 
  private:
@@ -50,6 +54,7 @@ class WeightStore {
   uint64_t seed_ = 0;
   uint64_t draws_ = 0;
   int64_t taken_elements_ = 0;
+  std::vector<std::pair<std::string, Shape>> taken_shapes_;
 };
 
 }  // namespace vitq

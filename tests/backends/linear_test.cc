@@ -1,1 +1,161 @@
+#include "backends/linear.h"
+
 #include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "backends/attention.h"
+
+namespace vitq {
+namespace {
+
+Tensor RandomTensor(Shape shape, uint32_t seed, float scale = 1.0f) {
+  Tensor t(std::move(shape));
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> n(0.0f, scale);
+  for (float& v : t.span()) v = n(rng);
+  return t;
+}
+
+// y = x·Wᵀ + b in double.
+std::vector<double> NaiveLinear(const Tensor& x, const Tensor& w, const Tensor& b) {
+  const int64_t m = x.dim(0), k = x.dim(1), n = w.dim(0);
+  std::vector<double> y(m * n);
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < n; ++j) {
+      double acc = b.empty() ? 0.0 : b.data()[j];
+      for (int64_t t = 0; t < k; ++t) acc += double(x.data()[i * k + t]) * w.data()[j * k + t];
+      y[i * n + j] = acc;
+    }
+  }
+  return y;
+}
+
+struct Shape3 {
+  int64_t m, k, n;
+};
+
+class LinearParamTest : public ::testing::TestWithParam<Shape3> {};
+
+TEST_P(LinearParamTest, Fp32MatchesNaive) {
+  const auto [m, k, n] = GetParam();
+  Tensor x = RandomTensor({m, k}, 1), w = RandomTensor({n, k}, 2, 0.1f), b = RandomTensor({n}, 3);
+  auto layer = Linear::Create("l", LinearParams{w.Clone(), b.Clone()}, QuantSpec{Precision::kFp32});
+  ASSERT_TRUE(layer.ok()) << layer.status();
+  Tensor y = layer->Forward(x);
+  const std::vector<double> want = NaiveLinear(x, w, b);
+  for (int64_t i = 0; i < m * n; ++i) ASSERT_NEAR(y.data()[i], want[i], 1e-4) << i;
+  EXPECT_EQ(layer->Describe(m).find("ref"), std::string::npos) << layer->Describe(m);
+}
+
+TEST_P(LinearParamTest, Bf16WithinBf16Rounding) {
+  const auto [m, k, n] = GetParam();
+  Tensor x = RandomTensor({m, k}, 4), w = RandomTensor({n, k}, 5, 0.1f), b = RandomTensor({n}, 6);
+  auto layer = Linear::Create("l", LinearParams{w.Clone(), b.Clone()}, QuantSpec{Precision::kBf16});
+  ASSERT_TRUE(layer.ok());
+  Tensor y = layer->Forward(x);
+  const std::vector<double> want = NaiveLinear(x, w, b);
+  // Each product carries ≤ 2·2^-9 relative error; with random signs the sum's error is
+  // ~ 2^-8·sqrt(k)·|x||w| — bound it by 4 standard deviations.
+  const double tol = 4 * std::ldexp(1.0, -8) * std::sqrt(double(k)) * 0.1 + 1e-3;
+  for (int64_t i = 0; i < m * n; ++i) ASSERT_NEAR(y.data()[i], want[i], tol) << i;
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, LinearParamTest,
+                         ::testing::Values(Shape3{1, 8, 4}, Shape3{197, 384, 1152}, Shape3{33, 65, 17},
+                                           Shape3{50, 1536, 384}));
+
+TEST(LinearTest, FusedGeluAndResidualAdd) {
+  Tensor x = RandomTensor({7, 16}, 7), w = RandomTensor({5, 16}, 8, 0.3f), b = RandomTensor({5}, 9);
+  auto gelu = Linear::Create("fc1", LinearParams{w.Clone(), b.Clone()}, QuantSpec{}, Activation::kGelu);
+  auto plain = Linear::Create("fc", LinearParams{w.Clone(), b.Clone()}, QuantSpec{});
+  ASSERT_TRUE(gelu.ok() && plain.ok());
+  Tensor y = gelu->Forward(x);
+  const std::vector<double> lin = NaiveLinear(x, w, b);
+  for (int i = 0; i < 35; ++i) {
+    ASSERT_NEAR(y.data()[i], 0.5 * lin[i] * (1 + std::erf(lin[i] / std::sqrt(2.0))), 1e-5);
+  }
+  Tensor acc({7, 5});
+  for (int i = 0; i < 35; ++i) acc.data()[i] = i;
+  plain->ForwardAdd(x.data(), 7, acc.data());
+  for (int i = 0; i < 35; ++i) ASSERT_NEAR(acc.data()[i], i + lin[i], 1e-4);
+}
+
+TEST(LinearTest, NoBias) {
+  Tensor x = RandomTensor({3, 4}, 10), w = RandomTensor({2, 4}, 11);
+  auto layer = Linear::Create("r", LinearParams{w.Clone(), Tensor()}, QuantSpec{});
+  ASSERT_TRUE(layer.ok());
+  Tensor y = layer->Forward(x);
+  const std::vector<double> want = NaiveLinear(x, w, Tensor());
+  for (int i = 0; i < 6; ++i) EXPECT_NEAR(y.data()[i], want[i], 1e-5);
+}
+
+TEST(LinearTest, RejectsMismatchedBias) {
+  auto layer = Linear::Create("blocks.0.attn.proj", LinearParams{Tensor({4, 3}), Tensor({5})}, QuantSpec{});
+  ASSERT_FALSE(layer.ok());
+  EXPECT_NE(layer.status().message().find("blocks.0.attn.proj.bias: expected [4], found [5]"), std::string::npos)
+      << layer.status();
+}
+
+// softmax(q·kᵀ/√d + bias)·v per head in double.
+std::vector<double> NaiveAttention(const std::vector<float>& qkv, int64_t groups, int64_t n, int64_t heads,
+                                   int64_t d, const std::vector<float>& bias, int64_t bias_groups) {
+  const int64_t c = heads * d;
+  std::vector<double> out(groups * n * c);
+  for (int64_t g = 0; g < groups; ++g) {
+    for (int64_t h = 0; h < heads; ++h) {
+      for (int64_t i = 0; i < n; ++i) {
+        std::vector<double> s(n);
+        double mx = -1e300;
+        for (int64_t j = 0; j < n; ++j) {
+          double dot = 0;
+          for (int64_t t = 0; t < d; ++t) dot += double(qkv[(g * n + i) * 3 * c + h * d + t]) * qkv[(g * n + j) * 3 * c + c + h * d + t];
+          s[j] = dot / std::sqrt(double(d));
+          if (!bias.empty()) s[j] += bias[(((g % bias_groups) * heads + h) * n + i) * n + j];
+          mx = std::max(mx, s[j]);
+        }
+        double sum = 0;
+        for (double& v : s) sum += (v = std::exp(v - mx));
+        for (int64_t t = 0; t < d; ++t) {
+          double acc = 0;
+          for (int64_t j = 0; j < n; ++j) acc += s[j] / sum * qkv[(g * n + j) * 3 * c + 2 * c + h * d + t];
+          out[(g * n + i) * c + h * d + t] = acc;
+        }
+      }
+    }
+  }
+  return out;
+}
+
+TEST(AttentionCoreTest, MatchesNaiveWithPeriodicBias) {
+  const int64_t groups = 6, n = 9, heads = 3, d = 8, bias_groups = 2;
+  Tensor qkv_t = RandomTensor({groups * n * 3 * heads * d}, 12);
+  Tensor bias_t = RandomTensor({bias_groups * heads * n * n}, 13);
+  std::vector<float> qkv(qkv_t.data(), qkv_t.data() + qkv_t.numel());
+  std::vector<float> bias(bias_t.data(), bias_t.data() + bias_t.numel());
+  for (int64_t e = 0; e < n * n; e += 5) bias[e] = -100.0f;  // masked pairs
+  const std::vector<double> want = NaiveAttention(qkv, groups, n, heads, d, bias, bias_groups);
+  for (Precision p : {Precision::kFp32, Precision::kBf16}) {
+    AttentionCore attn(heads, d, QuantSpec{p});
+    std::vector<float> out(groups * n * heads * d);
+    attn.Forward(qkv.data(), groups, n, bias.data(), bias_groups, out.data());
+    const double tol = p == Precision::kFp32 ? 1e-5 : 3e-2;
+    for (size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], want[i], tol) << PrecisionName(p) << " " << i;
+  }
+}
+
+TEST(AttentionCoreTest, NoBias) {
+  const int64_t groups = 2, n = 197, heads = 2, d = 16;
+  Tensor qkv_t = RandomTensor({groups * n * 3 * heads * d}, 14);
+  std::vector<float> qkv(qkv_t.data(), qkv_t.data() + qkv_t.numel());
+  const std::vector<double> want = NaiveAttention(qkv, groups, n, heads, d, {}, 1);
+  AttentionCore attn(heads, d, QuantSpec{});
+  std::vector<float> out(groups * n * heads * d);
+  attn.Forward(qkv.data(), groups, n, nullptr, 0, out.data());
+  for (size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], want[i], 1e-5) << i;
+}
+
+}  // namespace
+}  // namespace vitq

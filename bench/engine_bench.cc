@@ -1,0 +1,86 @@
+// Engine benchmarks: whole models (DeiT-S, Swin-T at 224, batch 1 and 8, fp32 and bf16,
+// random weights) and the non-GEMM kernels that sit between the GEMMs.
+//
+// items_per_second of the Model/* benchmarks is images per second.
+#include <benchmark/benchmark.h>
+
+#include <random>
+#include <vector>
+
+#include "backends/attention.h"
+#include "backends/model.h"
+#include "backends/ops.h"
+
+namespace vitq {
+namespace {
+
+void FillRandom(float* x, int64_t n, float scale = 1.0f) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.0f, scale);
+  for (int64_t i = 0; i < n; ++i) x[i] = normal(rng);
+}
+
+void BM_Model(benchmark::State& state, const std::string& preset, Precision precision) {
+  const int64_t batch = state.range(0);
+  auto config = PresetConfig(preset);
+  auto model = RandomModel(*config, 1, UniformPlan(precision));
+  if (!model.ok()) {
+    state.SkipWithError(std::string(model.status().message()).c_str());
+    return;
+  }
+  Tensor images({batch, config->in_chans, config->img_size, config->img_size});
+  FillRandom(images.data(), images.numel());
+  (void)(*model)->Forward(images);  // creates primitives
+  for (auto _ : state) benchmark::DoNotOptimize((*model)->Forward(images));
+  state.SetItemsProcessed(state.iterations() * batch);
+}
+
+BENCHMARK_CAPTURE(BM_Model, deit_small_fp32, "deit_small", Precision::kFp32)->Arg(1)->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_Model, deit_small_bf16, "deit_small", Precision::kBf16)->Arg(1)->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_Model, swin_tiny_fp32, "swin_tiny", Precision::kFp32)->Arg(1)->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_Model, swin_tiny_bf16, "swin_tiny", Precision::kBf16)->Arg(1)->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// DeiT-S at batch 8: 1576 rows of 384.
+void BM_LayerNorm(benchmark::State& state) {
+  const int64_t rows = 1576, cols = 384;
+  std::vector<float> x(rows * cols), y(rows * cols), g(cols, 1.0f), b(cols, 0.0f);
+  FillRandom(x.data(), x.size());
+  for (auto _ : state) LayerNormRows(x.data(), y.data(), rows, cols, g.data(), b.data(), 1e-6f);
+  state.SetBytesProcessed(state.iterations() * rows * cols * 8);
+}
+BENCHMARK(BM_LayerNorm)->UseRealTime();
+
+// DeiT-S attention scores at batch 8: 48 heads × 197 rows of 197.
+void BM_Softmax(benchmark::State& state) {
+  const int64_t rows = 48 * 197, cols = 197;
+  std::vector<float> x(rows * cols);
+  FillRandom(x.data(), x.size());
+  for (auto _ : state) SoftmaxRows(x.data(), rows, cols);
+  state.SetItemsProcessed(state.iterations() * rows * cols);
+}
+BENCHMARK(BM_Softmax)->UseRealTime();
+
+void BM_Gelu(benchmark::State& state) {
+  const int64_t n = 1576 * 1536;
+  std::vector<float> x(n);
+  FillRandom(x.data(), n);
+  for (auto _ : state) GeluErf(x.data(), n);
+  state.SetItemsProcessed(state.iterations() * n);
+}
+BENCHMARK(BM_Gelu)->UseRealTime();
+
+// One DeiT-S attention (batch 8) without the qkv / proj GEMMs.
+void BM_AttentionCore(benchmark::State& state) {
+  const Precision p = state.range(0) ? Precision::kBf16 : Precision::kFp32;
+  AttentionCore attn(6, 64, QuantSpec{p});
+  const int64_t groups = 8, tokens = 197;
+  std::vector<float> qkv(groups * tokens * 3 * 384), out(groups * tokens * 384);
+  FillRandom(qkv.data(), qkv.size());
+  for (auto _ : state) attn.Forward(qkv.data(), groups, tokens, nullptr, 0, out.data());
+}
+BENCHMARK(BM_AttentionCore)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+}  // namespace
+}  // namespace vitq
+
+BENCHMARK_MAIN();
