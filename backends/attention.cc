@@ -29,10 +29,11 @@ struct BatchedMatmul {
     memory a_m(pd.src_desc(), eng, const_cast<void*>(a));
     memory b_m(pd.weights_desc(), eng, const_cast<void*>(b));
     memory c_m(pd.dst_desc(), eng, c);
-    prim.execute(dnnl_util::ThreadStream(), {{DNNL_ARG_SRC, a_m},
-                                             {DNNL_ARG_WEIGHTS, b_m},
-                                             {DNNL_ARG_DST, c_m},
-                                             {DNNL_ARG_SCRATCHPAD, dnnl_util::ThreadScratchpad(pd)}});
+    prim.execute(dnnl_util::ThreadStream(),
+                 {{DNNL_ARG_SRC, a_m},
+                  {DNNL_ARG_WEIGHTS, b_m},
+                  {DNNL_ARG_DST, c_m},
+                  {DNNL_ARG_SCRATCHPAD, dnnl_util::ThreadScratchpad(pd)}});
     dnnl_util::ThreadStream().wait();
   }
 };
@@ -113,25 +114,29 @@ void AttentionCore::Forward(const float* qkv, int64_t groups, int64_t tokens, co
   const int64_t gh = groups * num_heads_;
   const int64_t qkv_count = gh * tokens * head_dim_;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim_));
-  float* scores = Scratch(scores_buf, gh * tokens * tokens);   // (G·H, N, N)
-  float* heads_out = Scratch(heads_buf, qkv_count);            // (G·H, N, d)
+  float* scores = Scratch(scores_buf, gh * tokens * tokens);  // (G·H, N, N)
+  float* heads_out = Scratch(heads_buf, qkv_count);           // (G·H, N, d)
   const int64_t bias_rows = bias ? bias_groups * num_heads_ * tokens : 0;
 
   if (spec_.precision == Precision::kBf16) {
     thread_local std::vector<uint16_t> qkv16_buf, probs16_buf;
     uint16_t* q = Scratch(qkv16_buf, 3 * qkv_count);
-    SplitHeads(qkv, groups, tokens, num_heads_, head_dim_, scale, q, q + qkv_count, q + 2 * qkv_count);
+    SplitHeads(qkv, groups, tokens, num_heads_, head_dim_, scale, q, q + qkv_count,
+               q + 2 * qkv_count);
     GetBatchedMatmul(gh, tokens, head_dim_, tokens, true, dt::bf16).Run(q, q + qkv_count, scores);
     uint16_t* probs = Scratch(probs16_buf, gh * tokens * tokens);
     SoftmaxRowsToBf16(scores, probs, gh * tokens, tokens, bias, bias_rows);
-    GetBatchedMatmul(gh, tokens, tokens, head_dim_, false, dt::bf16).Run(probs, q + 2 * qkv_count, heads_out);
+    GetBatchedMatmul(gh, tokens, tokens, head_dim_, false, dt::bf16)
+        .Run(probs, q + 2 * qkv_count, heads_out);
   } else {
     thread_local std::vector<float> qkv32_buf;
     float* q = Scratch(qkv32_buf, 3 * qkv_count);
-    SplitHeads(qkv, groups, tokens, num_heads_, head_dim_, scale, q, q + qkv_count, q + 2 * qkv_count);
+    SplitHeads(qkv, groups, tokens, num_heads_, head_dim_, scale, q, q + qkv_count,
+               q + 2 * qkv_count);
     GetBatchedMatmul(gh, tokens, head_dim_, tokens, true, dt::f32).Run(q, q + qkv_count, scores);
     SoftmaxRows(scores, gh * tokens, tokens, bias, bias_rows);
-    GetBatchedMatmul(gh, tokens, tokens, head_dim_, false, dt::f32).Run(scores, q + 2 * qkv_count, heads_out);
+    GetBatchedMatmul(gh, tokens, tokens, head_dim_, false, dt::f32)
+        .Run(scores, q + 2 * qkv_count, heads_out);
   }
   MergeHeads(heads_out, groups, tokens, num_heads_, head_dim_, out);
 }

@@ -34,7 +34,8 @@ absl::StatusOr<std::unique_ptr<Model>> Deit::Create(const ModelConfig& c, Weight
   VITQ_ASSIGN_OR_RETURN(m->norm_, LayerNorm::Create(store, "norm", dim, c.layer_norm_eps));
   VITQ_ASSIGN_OR_RETURN(m->head_, LoadLinear(store, "head", dim, c.num_classes, true, plan));
   if (c.distilled) {
-    VITQ_ASSIGN_OR_RETURN(m->head_dist_, LoadLinear(store, "head_dist", dim, c.num_classes, true, plan));
+    VITQ_ASSIGN_OR_RETURN(m->head_dist_,
+                          LoadLinear(store, "head_dist", dim, c.num_classes, true, plan));
   }
   m->num_parameters_ = store.taken_elements();
   m->naming_ = store.scheme();
@@ -48,11 +49,11 @@ void Deit::RunBlock(const Block& b, float* x, int64_t batch, int64_t tokens) con
   qkv.resize(rows * 3 * dim);
   attn_out.resize(rows * dim);
   b.norm1.Forward(x, normed.data(), rows);
-  b.qkv.Forward(normed.data(), rows, qkv.data());                        // (B·N, 3C)
+  b.qkv.Forward(normed.data(), rows, qkv.data());                          // (B·N, 3C)
   b.attn.Forward(qkv.data(), batch, tokens, nullptr, 0, attn_out.data());  // (B·N, C)
-  b.proj.ForwardAdd(attn_out.data(), rows, x);                           // x += proj(attn)
+  b.proj.ForwardAdd(attn_out.data(), rows, x);                             // x += proj(attn)
   b.norm2.Forward(x, normed.data(), rows);
-  b.mlp.ForwardAdd(normed.data(), rows, x);                              // x += mlp(norm2(x))
+  b.mlp.ForwardAdd(normed.data(), rows, x);  // x += mlp(norm2(x))
 }
 
 Tensor Deit::Run(const Tensor& images) const {
@@ -70,21 +71,24 @@ Tensor Deit::Run(const Tensor& images) const {
       for (int64_t j = 0; j < dim; ++j) dst[dim + j] = dist_token_.data()[j] + pos[dim + j];
     }
     const float* src = patches.data() + n * num_patches * dim;
-    for (int64_t t = 0; t < num_patches * dim; ++t) dst[prefix * dim + t] = src[t] + pos[prefix * dim + t];
+    for (int64_t t = 0; t < num_patches * dim; ++t)
+      dst[prefix * dim + t] = src[t] + pos[prefix * dim + t];
   }
   for (const Block& b : blocks_) RunBlock(b, x.data(), batch, tokens);
 
   // Only the prefix tokens feed the heads: normalise just those.
   Tensor pooled({prefix, batch, dim});  // (prefix, B, C)
   for (int64_t n = 0; n < batch; ++n) {
-    for (int64_t t = 0; t < prefix; ++t) norm_.Forward(x.data() + (n * tokens + t) * dim, pooled.data() + (t * batch + n) * dim, 1);
+    for (int64_t t = 0; t < prefix; ++t)
+      norm_.Forward(x.data() + (n * tokens + t) * dim, pooled.data() + (t * batch + n) * dim, 1);
   }
   Tensor logits({batch, c.num_classes});
   head_.Forward(pooled.data(), batch, logits.data());
   if (prefix == 2) {
     Tensor dist_logits({batch, c.num_classes});
     head_dist_.Forward(pooled.data() + batch * dim, batch, dist_logits.data());
-    for (int64_t i = 0; i < logits.numel(); ++i) logits.data()[i] = 0.5f * (logits.data()[i] + dist_logits.data()[i]);
+    for (int64_t i = 0; i < logits.numel(); ++i)
+      logits.data()[i] = 0.5f * (logits.data()[i] + dist_logits.data()[i]);
   }
   return logits;
 }
@@ -100,8 +104,8 @@ std::vector<std::vector<std::string>> Deit::DescribeKernels(int64_t batch) const
   for (size_t i = 0; i < blocks_.size(); ++i) {
     const Block& b = blocks_[i];
     add(b.qkv, rows);
-    out.push_back({absl::StrCat("blocks.", i, ".attn.matmul"), PrecisionName(b.attn.spec().precision),
-                   b.attn.Describe(batch, tokens)});
+    out.push_back({absl::StrCat("blocks.", i, ".attn.matmul"),
+                   PrecisionName(b.attn.spec().precision), b.attn.Describe(batch, tokens)});
     add(b.proj, rows);
     add(b.mlp.fc1(), rows);
     add(b.mlp.fc2(), rows);

@@ -15,7 +15,8 @@ namespace vitq {
 
 class Deit final : public Model {
  public:
-  static absl::StatusOr<std::unique_ptr<Model>> Create(const ModelConfig& config, WeightStore& store,
+  static absl::StatusOr<std::unique_ptr<Model>> Create(const ModelConfig& config,
+                                                       WeightStore& store,
                                                        const PrecisionPlan& plan);
   std::vector<std::vector<std::string>> DescribeKernels(int64_t batch) const override;
 

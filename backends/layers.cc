@@ -44,8 +44,9 @@ absl::StatusOr<PatchEmbed> PatchEmbed::Create(WeightStore& store, const std::str
   VITQ_ASSIGN_OR_RETURN(auto weight, store.Take(prefix + ".weight", {dim, in_chans, patch, patch}));
   VITQ_ASSIGN_OR_RETURN(auto bias, store.Take(prefix + ".bias", {dim}));
   weight.Reshape({dim, in_chans * patch * patch});  // (E, C·p·p), the order im2col writes
-  VITQ_ASSIGN_OR_RETURN(auto proj, Linear::Create(prefix, LinearParams{std::move(weight), std::move(bias)},
-                                             plan(prefix)));
+  VITQ_ASSIGN_OR_RETURN(
+      auto proj,
+      Linear::Create(prefix, LinearParams{std::move(weight), std::move(bias)}, plan(prefix)));
   pe.proj_ = std::move(proj);
   return pe;
 }
@@ -78,7 +79,8 @@ Tensor PatchEmbed::Forward(const Tensor& images) const {
 absl::StatusOr<Mlp> Mlp::Create(WeightStore& store, const std::string& prefix, int64_t dim,
                                 int64_t hidden, const PrecisionPlan& plan) {
   Mlp mlp;
-  VITQ_ASSIGN_OR_RETURN(auto fc1, LoadLinear(store, prefix + ".fc1", dim, hidden, true, plan, Activation::kGelu));
+  VITQ_ASSIGN_OR_RETURN(
+      auto fc1, LoadLinear(store, prefix + ".fc1", dim, hidden, true, plan, Activation::kGelu));
   VITQ_ASSIGN_OR_RETURN(auto fc2, LoadLinear(store, prefix + ".fc2", hidden, dim, true, plan));
   mlp.fc1_ = std::move(fc1);
   mlp.fc2_ = std::move(fc2);

@@ -14,8 +14,8 @@ namespace vitq {
 
 class LayerNorm {
  public:
-  static absl::StatusOr<LayerNorm> Create(WeightStore& store, const std::string& prefix, int64_t dim,
-                                          float eps);
+  static absl::StatusOr<LayerNorm> Create(WeightStore& store, const std::string& prefix,
+                                          int64_t dim, float eps);
   // x, y: (rows, dim); y may alias x.
   void Forward(const float* x, float* y, int64_t rows) const;
   int64_t dim() const { return gamma_.numel(); }

@@ -20,11 +20,15 @@ using dt = dnnl::memory::data_type;
 class OnednnLinearKernel final : public LinearKernel {
  public:
   OnednnLinearKernel(const LinearParams& params, dt data_type, Activation activation)
-      : n_(params.weight.dim(0)), k_(params.weight.dim(1)), dt_(data_type), activation_(activation) {
+      : n_(params.weight.dim(0)),
+        k_(params.weight.dim(1)),
+        dt_(data_type),
+        activation_(activation) {
     const int64_t count = n_ * k_;
     if (dt_ == dt::bf16) {
       plain_weight_ = AlignedArray<uint8_t>(count * 2);
-      FloatToBf16Array(params.weight.data(), reinterpret_cast<uint16_t*>(plain_weight_.get()), count);
+      FloatToBf16Array(params.weight.data(), reinterpret_cast<uint16_t*>(plain_weight_.get()),
+                       count);
     } else {
       plain_weight_ = AlignedArray<uint8_t>(count * 4);
       std::memcpy(plain_weight_.get(), params.weight.data(), count * 4);
@@ -38,7 +42,9 @@ class OnednnLinearKernel final : public LinearKernel {
   void Forward(const float* x, int64_t m, float* y) const override { Run(x, m, y, false); }
   void ForwardAdd(const float* x, int64_t m, float* y) const override { Run(x, m, y, true); }
 
-  std::string Describe(int64_t m) const override { return dnnl_util::ImplName(EntryFor(m, false).pd); }
+  std::string Describe(int64_t m) const override {
+    return dnnl_util::ImplName(EntryFor(m, false).pd);
+  }
 
  private:
   struct Entry {
@@ -79,11 +85,13 @@ class OnednnLinearKernel final : public LinearKernel {
     memory::desc dst_md = dnnl_util::PlainDesc({m, n_}, dt::f32);
     dnnl::primitive_attr attr = dnnl_util::BaseAttr();
     dnnl::post_ops ops;
-    if (activation_ == Activation::kGelu) ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_erf, 0.0f, 0.0f);
+    if (activation_ == Activation::kGelu)
+      ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_erf, 0.0f, 0.0f);
     if (accumulate) ops.append_sum(1.0f);
     attr.set_post_ops(ops);
-    dnnl::matmul::desc desc = bias_ ? dnnl::matmul::desc(src_md, w_any, dnnl_util::PlainDesc({1, n_}, dt::f32), dst_md)
-                                    : dnnl::matmul::desc(src_md, w_any, dst_md);
+    dnnl::matmul::desc desc =
+        bias_ ? dnnl::matmul::desc(src_md, w_any, dnnl_util::PlainDesc({1, n_}, dt::f32), dst_md)
+              : dnnl::matmul::desc(src_md, w_any, dst_md);
     dnnl::matmul::primitive_desc pd(desc, attr, eng);
     Entry entry{pd, dnnl::matmul(pd), WeightsIn(pd.weights_desc())};
     return entries_.emplace(std::make_pair(m, accumulate), std::move(entry)).first->second;
@@ -117,8 +125,8 @@ class OnednnLinearKernel final : public LinearKernel {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<LinearKernel>> MakeLinearKernel(const LinearParams& params,
-                                                              const QuantSpec& spec,
-                                                              Activation activation) {
+                                                               const QuantSpec& spec,
+                                                               Activation activation) {
   try {
     switch (spec.precision) {
       case Precision::kFp32:
@@ -129,7 +137,8 @@ absl::StatusOr<std::unique_ptr<LinearKernel>> MakeLinearKernel(const LinearParam
   } catch (const dnnl::error& e) {
     return absl::InternalError(absl::StrCat("oneDNN: ", e.what()));
   }
-  return absl::UnimplementedError(absl::StrCat("no kernel for precision ", PrecisionName(spec.precision)));
+  return absl::UnimplementedError(
+      absl::StrCat("no kernel for precision ", PrecisionName(spec.precision)));
 }
 
 absl::StatusOr<Linear> Linear::Create(std::string name, LinearParams params, const QuantSpec& spec,
@@ -138,12 +147,16 @@ absl::StatusOr<Linear> Linear::Create(std::string name, LinearParams params, con
     return absl::InvalidArgumentError(absl::StrCat(name, ".weight: expected 2 dimensions, found ",
                                                    ShapeToString(params.weight.shape())));
   }
-  if (!params.bias.empty() && (params.bias.rank() != 1 || params.bias.dim(0) != params.weight.dim(0))) {
+  if (!params.bias.empty() &&
+      (params.bias.rank() != 1 || params.bias.dim(0) != params.weight.dim(0))) {
     return absl::InvalidArgumentError(absl::StrCat(name, ".bias: expected [", params.weight.dim(0),
-                                                   "], found ", ShapeToString(params.bias.shape())));
+                                                   "], found ",
+                                                   ShapeToString(params.bias.shape())));
   }
   absl::StatusOr<std::unique_ptr<LinearKernel>> kernel = MakeLinearKernel(params, spec, activation);
-  if (!kernel.ok()) return absl::Status(kernel.status().code(), absl::StrCat(name, ": ", kernel.status().message()));
+  if (!kernel.ok())
+    return absl::Status(kernel.status().code(),
+                        absl::StrCat(name, ": ", kernel.status().message()));
   Linear layer;
   layer.name_ = std::move(name);
   layer.out_features_ = params.weight.dim(0);

@@ -37,8 +37,8 @@ class LinearKernel {
 };
 
 absl::StatusOr<std::unique_ptr<LinearKernel>> MakeLinearKernel(const LinearParams& params,
-                                                              const QuantSpec& spec,
-                                                              Activation activation);
+                                                               const QuantSpec& spec,
+                                                               Activation activation);
 
 class Linear {
  public:

@@ -13,9 +13,9 @@ absl::StatusOr<Tensor> Model::Forward(const Tensor& images) const {
   const ModelConfig& c = config_;
   const Shape want = {images.rank() > 0 ? images.dim(0) : 0, c.in_chans, c.img_size, c.img_size};
   if (images.rank() != 4 || images.shape() != want || images.dim(0) < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("input has shape ", ShapeToString(images.shape()),
-                                                   ", model '", c.name, "' expects [N, ", c.in_chans, ", ",
-                                                   c.img_size, ", ", c.img_size, "] with N >= 1"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "input has shape ", ShapeToString(images.shape()), ", model '", c.name, "' expects [N, ",
+        c.in_chans, ", ", c.img_size, ", ", c.img_size, "] with N >= 1"));
   }
   return Run(images);
 }
@@ -33,7 +33,8 @@ absl::StatusOr<std::unique_ptr<Model>> BuildModel(const ModelConfig& config, Wei
   return model;
 }
 
-absl::StatusOr<ModelConfig> ResolveConfig(const std::string& path, const std::optional<std::string>& arch) {
+absl::StatusOr<ModelConfig> ResolveConfig(const std::string& path,
+                                          const std::optional<std::string>& arch) {
   if (arch) return PresetConfig(*arch);
   const std::string card = CardPathFor(path);
   if (!std::filesystem::exists(card)) {
@@ -43,7 +44,8 @@ absl::StatusOr<ModelConfig> ResolveConfig(const std::string& path, const std::op
   return LoadModelCard(card);
 }
 
-absl::StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& path, const LoadOptions& options) {
+absl::StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& path,
+                                                 const LoadOptions& options) {
   VITQ_ASSIGN_OR_RETURN(ModelConfig config, ResolveConfig(path, options.arch));
   VITQ_ASSIGN_OR_RETURN(std::shared_ptr<const SafetensorsFile> file, SafetensorsFile::Open(path));
   VITQ_ASSIGN_OR_RETURN(WeightStore store, WeightStore::FromFile(file, config.arch));

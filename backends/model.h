@@ -57,10 +57,12 @@ struct LoadOptions {
 
 // Reads `path` (safetensors) and its architecture: the card beside it (foo.yaml), or
 // options.arch. The tensor naming scheme (timm / torchvision) is detected.
-absl::StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& path, const LoadOptions& options);
+absl::StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& path,
+                                                 const LoadOptions& options);
 
 // Resolves the architecture LoadModel would use for `path`.
-absl::StatusOr<ModelConfig> ResolveConfig(const std::string& path, const std::optional<std::string>& arch);
+absl::StatusOr<ModelConfig> ResolveConfig(const std::string& path,
+                                          const std::optional<std::string>& arch);
 
 // A random-initialised model of a preset's shape (benchmarks).
 absl::StatusOr<std::unique_ptr<Model>> RandomModel(const ModelConfig& config, uint64_t seed,

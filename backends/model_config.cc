@@ -98,7 +98,8 @@ absl::Status ParseCardNode(const YAML::Node& root, const std::string& card_dir, 
     c.patch_size = 4;
     c.layer_norm_eps = 1e-5f;
   } else {
-    return absl::InvalidArgumentError(absl::StrCat("model card: arch must be 'deit' or 'swin', got '", arch, "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("model card: arch must be 'deit' or 'swin', got '", arch, "'"));
   }
   absl::Status s = absl::OkStatus();
   s.Update(Read(root, "name", c.name));
@@ -127,11 +128,12 @@ absl::Status ParseCardNode(const YAML::Node& root, const std::string& card_dir, 
   }
   std::string labels;
   s.Update(Read(root, "labels", labels));
-  if (!labels.empty()) c.labels_path = (std::filesystem::path(card_dir) / labels).lexically_normal().string();
-  static const char* kKnown[] = {"arch", "name", "img_size", "in_chans", "patch_size", "embed_dim",
-                                 "num_classes", "mlp_ratio", "qkv_bias", "layer_norm_eps",
-                                 "window_size", "depth", "num_heads", "distilled", "depths",
-                                 "preprocess", "labels"};
+  if (!labels.empty())
+    c.labels_path = (std::filesystem::path(card_dir) / labels).lexically_normal().string();
+  static const char* kKnown[] = {
+      "arch",        "name",      "img_size", "in_chans",       "patch_size",  "embed_dim",
+      "num_classes", "mlp_ratio", "qkv_bias", "layer_norm_eps", "window_size", "depth",
+      "num_heads",   "distilled", "depths",   "preprocess",     "labels"};
   for (const auto& kv : root) {
     const std::string key = kv.first.as<std::string>();
     if (std::find(std::begin(kKnown), std::end(kKnown), key) != std::end(kKnown)) continue;
@@ -163,25 +165,29 @@ absl::Status ValidateConfig(const ModelConfig& c) {
   if (c.mlp_ratio <= 0) return absl::InvalidArgumentError("mlp_ratio must be positive");
   if (c.preprocess.mean.size() != static_cast<size_t>(c.in_chans) ||
       c.preprocess.std.size() != static_cast<size_t>(c.in_chans)) {
-    return absl::InvalidArgumentError(absl::StrCat("preprocess mean/std need ", c.in_chans, " values (in_chans)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("preprocess mean/std need ", c.in_chans, " values (in_chans)"));
   }
   if (c.arch == Arch::kDeit) {
     if (absl::Status d = Positive(c.depth, "depth"); !d.ok()) return d;
     if (absl::Status h = Positive(c.num_heads, "num_heads"); !h.ok()) return h;
     if (c.embed_dim % c.num_heads != 0) {
-      return absl::InvalidArgumentError(absl::StrCat("embed_dim ", c.embed_dim, " is not divisible by num_heads ", c.num_heads));
+      return absl::InvalidArgumentError(
+          absl::StrCat("embed_dim ", c.embed_dim, " is not divisible by num_heads ", c.num_heads));
     }
     return absl::OkStatus();
   }
   if (c.depths.empty() || c.depths.size() != c.stage_heads.size()) {
-    return absl::InvalidArgumentError("swin: depths and num_heads must be non-empty lists of the same length");
+    return absl::InvalidArgumentError(
+        "swin: depths and num_heads must be non-empty lists of the same length");
   }
   if (absl::Status w = Positive(c.window_size, "window_size"); !w.ok()) return w;
   for (size_t i = 0; i < c.depths.size(); ++i) {
     const int64_t dim = c.embed_dim << i;
     if (c.depths[i] <= 0 || c.stage_heads[i] <= 0 || dim % c.stage_heads[i] != 0) {
-      return absl::InvalidArgumentError(absl::StrCat("swin stage ", i, ": depth ", c.depths[i], ", heads ",
-                                                     c.stage_heads[i], " do not fit width ", dim));
+      return absl::InvalidArgumentError(absl::StrCat("swin stage ", i, ": depth ", c.depths[i],
+                                                     ", heads ", c.stage_heads[i],
+                                                     " do not fit width ", dim));
     }
   }
   return absl::OkStatus();
@@ -192,8 +198,8 @@ absl::StatusOr<ModelConfig> PresetConfig(const std::string& name) {
   if (auto a = PresetAliases().find(name); a != PresetAliases().end()) key = a->second;
   auto it = Presets().find(key);
   if (it == Presets().end()) {
-    return absl::NotFoundError(absl::StrCat("unknown architecture preset '", name, "'; known: ",
-                                            absl::StrJoin(PresetNames(), ", ")));
+    return absl::NotFoundError(absl::StrCat("unknown architecture preset '", name,
+                                            "'; known: ", absl::StrJoin(PresetNames(), ", ")));
   }
   return it->second;
 }
@@ -204,7 +210,8 @@ std::vector<std::string> PresetNames() {
   return names;
 }
 
-absl::StatusOr<ModelConfig> ParseModelCard(const std::string& yaml_text, const std::string& card_dir) {
+absl::StatusOr<ModelConfig> ParseModelCard(const std::string& yaml_text,
+                                           const std::string& card_dir) {
   ModelConfig config;
   try {
     YAML::Node root = YAML::Load(yaml_text);
@@ -225,7 +232,9 @@ absl::StatusOr<ModelConfig> LoadModelCard(const std::string& path) {
   text << in.rdbuf();
   absl::StatusOr<ModelConfig> config =
       ParseModelCard(text.str(), std::filesystem::path(path).parent_path().string());
-  if (!config.ok()) return absl::Status(config.status().code(), absl::StrCat(path, ": ", config.status().message()));
+  if (!config.ok())
+    return absl::Status(config.status().code(),
+                        absl::StrCat(path, ": ", config.status().message()));
   if (config->name.empty()) config->name = std::filesystem::path(path).stem().string();
   return config;
 }

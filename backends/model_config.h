@@ -29,7 +29,7 @@ std::string ArchName(Arch arch);
 struct PreprocessConfig {
   std::vector<float> mean = {0.485f, 0.456f, 0.406f};  // ImageNet, per channel
   std::vector<float> std = {0.229f, 0.224f, 0.225f};
-  float crop_pct = 0.875f;       // resize shorter side to img_size / crop_pct, then center crop
+  float crop_pct = 0.875f;  // resize shorter side to img_size / crop_pct, then center crop
   std::string interpolation = "bicubic";
 };
 
@@ -54,8 +54,8 @@ struct ModelConfig {
   int64_t window_size = 7;
 
   PreprocessConfig preprocess;
-  std::string labels_path;                       // resolved against the card's folder
-  std::map<std::string, std::string> extra;      // other card keys, as YAML text
+  std::string labels_path;                   // resolved against the card's folder
+  std::map<std::string, std::string> extra;  // other card keys, as YAML text
 
   int64_t mlp_hidden(int64_t dim) const { return static_cast<int64_t>(dim * mlp_ratio); }
   int64_t num_prefix_tokens() const { return distilled ? 2 : 1; }
@@ -70,7 +70,8 @@ absl::Status ValidateConfig(const ModelConfig& config);
 absl::StatusOr<ModelConfig> PresetConfig(const std::string& name);
 std::vector<std::string> PresetNames();
 
-absl::StatusOr<ModelConfig> ParseModelCard(const std::string& yaml_text, const std::string& card_dir);
+absl::StatusOr<ModelConfig> ParseModelCard(const std::string& yaml_text,
+                                           const std::string& card_dir);
 absl::StatusOr<ModelConfig> LoadModelCard(const std::string& path);
 
 // "dir/foo.safetensors" → "dir/foo.yaml".

@@ -105,7 +105,8 @@ VITQ_CLONES void ScaleRowToBf16(const float* x, uint16_t* y, int64_t cols, float
 
 VITQ_CLONES void GeluChunk(float* x, int64_t n) {
 #pragma omp simd
-  for (int64_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + ErfPoly(x[i] * 0.70710678118654752f));
+  for (int64_t i = 0; i < n; ++i)
+    x[i] = 0.5f * x[i] * (1.0f + ErfPoly(x[i] * 0.70710678118654752f));
 }
 
 VITQ_CLONES void AddChunk(float* y, const float* x, int64_t n) {
@@ -144,7 +145,8 @@ float ErfApprox(float x) { return ErfPoly(x); }
 void LayerNormRows(const float* x, float* y, int64_t rows, int64_t cols, const float* gamma,
                    const float* beta, float eps) {
 #pragma omp parallel for schedule(static) if (rows * cols > 32768)
-  for (int64_t r = 0; r < rows; ++r) LayerNormRow(x + r * cols, y + r * cols, cols, gamma, beta, eps);
+  for (int64_t r = 0; r < rows; ++r)
+    LayerNormRow(x + r * cols, y + r * cols, cols, gamma, beta, eps);
 }
 
 void SoftmaxRows(float* x, int64_t rows, int64_t cols, const float* bias, int64_t bias_rows) {
@@ -180,7 +182,8 @@ void AddInPlace(float* y, const float* x, int64_t n) {
 }
 
 void FloatToBf16Array(const float* src, uint16_t* dst, int64_t n) {
-  ParallelChunks(n, [&](int64_t begin, int64_t len) { ToBf16Chunk(src + begin, dst + begin, len); });
+  ParallelChunks(n,
+                 [&](int64_t begin, int64_t len) { ToBf16Chunk(src + begin, dst + begin, len); });
 }
 
 }  // namespace vitq

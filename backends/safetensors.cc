@@ -23,11 +23,11 @@ struct DTypeInfo {
   const char* name;
   size_t size;
 };
-constexpr DTypeInfo kDTypes[] = {
-    {DType::kF64, "F64", 8}, {DType::kF32, "F32", 4}, {DType::kF16, "F16", 2},
-    {DType::kBF16, "BF16", 2}, {DType::kI64, "I64", 8}, {DType::kI32, "I32", 4},
-    {DType::kI16, "I16", 2}, {DType::kI8, "I8", 1},   {DType::kU8, "U8", 1},
-    {DType::kBool, "BOOL", 1}};
+constexpr DTypeInfo kDTypes[] = {{DType::kF64, "F64", 8}, {DType::kF32, "F32", 4},
+                                 {DType::kF16, "F16", 2}, {DType::kBF16, "BF16", 2},
+                                 {DType::kI64, "I64", 8}, {DType::kI32, "I32", 4},
+                                 {DType::kI16, "I16", 2}, {DType::kI8, "I8", 1},
+                                 {DType::kU8, "U8", 1},   {DType::kBool, "BOOL", 1}};
 
 float HalfToFloat(uint16_t h) {
   uint32_t sign = (h & 0x8000u) << 16;
@@ -56,11 +56,13 @@ float HalfToFloat(uint16_t h) {
 }
 
 absl::StatusOr<Shape> ParseShape(const nlohmann::json& j, const std::string& name) {
-  if (!j.is_array()) return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "': shape is not an array"));
+  if (!j.is_array())
+    return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "': shape is not an array"));
   Shape shape;
   for (const auto& d : j) {
     if (!d.is_number_integer() || d.get<int64_t>() < 0) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "': shape has a non-integer or negative dimension"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", name, "': shape has a non-integer or negative dimension"));
     }
     shape.push_back(d.get<int64_t>());
   }
@@ -162,7 +164,8 @@ absl::Status SafetensorsFile::Parse(std::span<const uint8_t> file) {
       if (!entry.is_object()) return absl::InvalidArgumentError("__metadata__ is not an object");
       for (const auto& [key, value] : entry.items()) {
         if (!value.is_string()) {
-          return absl::InvalidArgumentError(absl::StrCat("__metadata__ value '", key, "' is not a string"));
+          return absl::InvalidArgumentError(
+              absl::StrCat("__metadata__ value '", key, "' is not a string"));
         }
         metadata_[key] = value.get<std::string>();
       }
@@ -174,18 +177,22 @@ absl::Status SafetensorsFile::Parse(std::span<const uint8_t> file) {
           absl::StrCat("tensor '", name, "': entry needs dtype, shape and data_offsets"));
     }
     absl::StatusOr<DType> dtype = ParseDType(entry["dtype"].get<std::string>());
-    if (!dtype.ok()) return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "': ", dtype.status().message()));
+    if (!dtype.ok())
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", name, "': ", dtype.status().message()));
     absl::StatusOr<Shape> shape = ParseShape(entry["shape"], name);
     if (!shape.ok()) return shape.status();
     const auto& offsets = entry["data_offsets"];
     if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() ||
         !offsets[1].is_number_unsigned()) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "': data_offsets must be two unsigned integers"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", name, "': data_offsets must be two unsigned integers"));
     }
     uint64_t begin = offsets[0].get<uint64_t>(), end = offsets[1].get<uint64_t>();
     if (begin > end || end > data.size()) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "': data_offsets [", begin, ", ", end,
-                                                     ") outside the ", data.size(), "-byte data section (truncated file?)"));
+      return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "': data_offsets [", begin,
+                                                     ", ", end, ") outside the ", data.size(),
+                                                     "-byte data section (truncated file?)"));
     }
     // Overflow-safe element count.
     uint64_t expected = DTypeSize(*dtype);
@@ -196,9 +203,9 @@ absl::Status SafetensorsFile::Parse(std::span<const uint8_t> file) {
       expected *= static_cast<uint64_t>(d);
     }
     if (end - begin != expected) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "': ", end - begin, " bytes for shape ",
-                                                     ShapeToString(*shape), " of ", DTypeName(*dtype),
-                                                     " which needs ", expected));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor '", name, "': ", end - begin, " bytes for shape ", ShapeToString(*shape), " of ",
+          DTypeName(*dtype), " which needs ", expected));
     }
     ranges.emplace_back(begin, end);
     tensors_[name] = TensorView{name, *dtype, *shape, data.subspan(begin, end - begin)};
@@ -264,9 +271,9 @@ absl::StatusOr<Tensor> ToFloatTensor(const TensorView& view) {
       }
       break;
     default:
-      return absl::InvalidArgumentError(absl::StrCat("tensor '", view.name, "' has dtype ",
-                                                     DTypeName(view.dtype),
-                                                     ", expected a float dtype (F32, F16, BF16, F64)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", view.name, "' has dtype ", DTypeName(view.dtype),
+                       ", expected a float dtype (F32, F16, BF16, F64)"));
   }
   return out;
 }
@@ -309,7 +316,8 @@ absl::Status SafetensorsWriter::WriteFile(const std::string& path) const {
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     if (!out) return absl::PermissionDeniedError(absl::StrCat(path, ": cannot open for writing"));
-    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    out.write(reinterpret_cast<const char*>(bytes.data()),
+              static_cast<std::streamsize>(bytes.size()));
     if (!out) return absl::DataLossError(absl::StrCat(path, ": write failed"));
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {

@@ -22,8 +22,8 @@ namespace vitq {
 
 enum class DType { kF64, kF32, kF16, kBF16, kI64, kI32, kI16, kI8, kU8, kBool };
 
-std::string DTypeName(DType dtype);        // "F32", ...
-size_t DTypeSize(DType dtype);             // bytes per element
+std::string DTypeName(DType dtype);  // "F32", ...
+size_t DTypeSize(DType dtype);       // bytes per element
 absl::StatusOr<DType> ParseDType(const std::string& name);
 
 // A tensor inside a mapped file; valid while its SafetensorsFile lives.

@@ -47,7 +47,8 @@ namespace {
 // Calls fn(window_row, src_y, src_x) for every window token; src is the token's position
 // in the unpadded map, or -1 for padding.
 template <typename Fn>
-void ForEachWindowToken(int64_t h, int64_t w, int64_t ws, int64_t sh, int64_t sw, int64_t wy, Fn fn) {
+void ForEachWindowToken(int64_t h, int64_t w, int64_t ws, int64_t sh, int64_t sw, int64_t wy,
+                        Fn fn) {
   const int64_t hp = (h + ws - 1) / ws * ws, wp = (w + ws - 1) / ws * ws, gw = wp / ws;
   for (int64_t wx = 0; wx < gw; ++wx) {
     for (int64_t t = 0; t < ws * ws; ++t) {
@@ -125,7 +126,8 @@ absl::StatusOr<std::unique_ptr<Model>> Swin::Create(const ModelConfig& c, Weight
   m->window_ = ws;
   VITQ_ASSIGN_OR_RETURN(m->patch_embed_, PatchEmbed::Create(store, "patch_embed.proj", c.in_chans,
                                                             c.patch_size, c.embed_dim, plan));
-  VITQ_ASSIGN_OR_RETURN(m->patch_norm_, LayerNorm::Create(store, "patch_embed.norm", c.embed_dim, c.layer_norm_eps));
+  VITQ_ASSIGN_OR_RETURN(
+      m->patch_norm_, LayerNorm::Create(store, "patch_embed.norm", c.embed_dim, c.layer_norm_eps));
   const std::vector<int32_t> rel_index = swin::RelativePositionIndex(ws);
   int64_t h = c.img_size / c.patch_size, w = h, dim = c.embed_dim;
   for (size_t s = 0; s < c.depths.size(); ++s) {
@@ -133,8 +135,10 @@ absl::StatusOr<std::unique_ptr<Model>> Swin::Create(const ModelConfig& c, Weight
     if (s > 0) {
       const std::string p = absl::StrCat("layers.", s, ".downsample.");
       Merge merge;
-      VITQ_ASSIGN_OR_RETURN(merge.norm, LayerNorm::Create(store, p + "norm", 4 * dim, c.layer_norm_eps));
-      VITQ_ASSIGN_OR_RETURN(merge.reduction, LoadLinear(store, p + "reduction", 4 * dim, 2 * dim, false, plan));
+      VITQ_ASSIGN_OR_RETURN(merge.norm,
+                            LayerNorm::Create(store, p + "norm", 4 * dim, c.layer_norm_eps));
+      VITQ_ASSIGN_OR_RETURN(merge.reduction,
+                            LoadLinear(store, p + "reduction", 4 * dim, 2 * dim, false, plan));
       stage.downsample = std::move(merge);
       dim *= 2;
       h = (h + 1) / 2;
@@ -149,7 +153,8 @@ absl::StatusOr<std::unique_ptr<Model>> Swin::Create(const ModelConfig& c, Weight
       Block b;
       b.name = p;
       VITQ_ASSIGN_OR_RETURN(b.norm1, LayerNorm::Create(store, p + "norm1", dim, c.layer_norm_eps));
-      VITQ_ASSIGN_OR_RETURN(b.qkv, LoadLinear(store, p + "attn.qkv", dim, 3 * dim, c.qkv_bias, plan));
+      VITQ_ASSIGN_OR_RETURN(b.qkv,
+                            LoadLinear(store, p + "attn.qkv", dim, 3 * dim, c.qkv_bias, plan));
       b.attn = AttentionCore(heads, dim / heads, plan(p + "attn.matmul"));
       VITQ_ASSIGN_OR_RETURN(b.proj, LoadLinear(store, p + "attn.proj", dim, dim, true, plan));
       VITQ_ASSIGN_OR_RETURN(b.norm2, LayerNorm::Create(store, p + "norm2", dim, c.layer_norm_eps));
@@ -170,7 +175,8 @@ absl::StatusOr<std::unique_ptr<Model>> Swin::Create(const ModelConfig& c, Weight
         for (int64_t hd = 0; hd < heads; ++hd) {
           float* dst = b.attn_bias.data() + (g * heads + hd) * n * n;
           for (int64_t e = 0; e < n * n; ++e) {
-            dst[e] = table.data()[rel_index[e] * heads + hd] + (shifted ? mask[g * n * n + e] : 0.0f);
+            dst[e] =
+                table.data()[rel_index[e] * heads + hd] + (shifted ? mask[g * n * n + e] : 0.0f);
           }
         }
       }
@@ -187,18 +193,21 @@ absl::StatusOr<std::unique_ptr<Model>> Swin::Create(const ModelConfig& c, Weight
 
 void Swin::RunBlock(const Block& b, const Stage& s, float* x, int64_t batch) const {
   const int64_t c = s.dim, rows = batch * s.height * s.width;
-  const int64_t tokens = window_ * window_, groups = batch * num_windows(s), wrows = groups * tokens;
+  const int64_t tokens = window_ * window_, groups = batch * num_windows(s),
+                wrows = groups * tokens;
   thread_local std::vector<float> normed, windows, qkv, attn_out;
   normed.resize(rows * c);
   windows.resize(wrows * c);
   qkv.resize(wrows * 3 * c);
   attn_out.resize(wrows * c);
   b.norm1.Forward(x, normed.data(), rows);
-  swin::WindowPartition(normed.data(), batch, s.height, s.width, c, window_, b.shift_h, b.shift_w, windows.data());
+  swin::WindowPartition(normed.data(), batch, s.height, s.width, c, window_, b.shift_h, b.shift_w,
+                        windows.data());
   b.qkv.Forward(windows.data(), wrows, qkv.data());  // (B·nW·N, 3C)
   b.attn.Forward(qkv.data(), groups, tokens, b.attn_bias.data(), b.bias_groups, attn_out.data());
   b.proj.Forward(attn_out.data(), wrows, windows.data());  // (B·nW·N, C)
-  swin::WindowReverseAdd(windows.data(), batch, s.height, s.width, c, window_, b.shift_h, b.shift_w, x);
+  swin::WindowReverseAdd(windows.data(), batch, s.height, s.width, c, window_, b.shift_h, b.shift_w,
+                         x);
   b.norm2.Forward(x, normed.data(), rows);
   b.mlp.ForwardAdd(normed.data(), rows, x);
 }

@@ -38,7 +38,8 @@ void MergePatches(const float* x, int64_t b, int64_t h, int64_t w, int64_t c, fl
 
 class Swin final : public Model {
  public:
-  static absl::StatusOr<std::unique_ptr<Model>> Create(const ModelConfig& config, WeightStore& store,
+  static absl::StatusOr<std::unique_ptr<Model>> Create(const ModelConfig& config,
+                                                       WeightStore& store,
                                                        const PrecisionPlan& plan);
   std::vector<std::vector<std::string>> DescribeKernels(int64_t batch) const override;
 
@@ -67,7 +68,9 @@ class Swin final : public Model {
   Tensor Run(const Tensor& images) const override;
   void RunBlock(const Block& block, const Stage& stage, float* x, int64_t batch) const;
   int64_t padded(int64_t n) const;
-  int64_t num_windows(const Stage& s) const { return padded(s.height) / window_ * (padded(s.width) / window_); }
+  int64_t num_windows(const Stage& s) const {
+    return padded(s.height) / window_ * (padded(s.width) / window_);
+  }
 
   int64_t window_ = 7;
   PatchEmbed patch_embed_;

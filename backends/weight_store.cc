@@ -38,11 +38,14 @@ std::function<std::string(const std::string&)> TorchvisionVitNames(bool legacy_m
     const std::string rest = m[2].str();
     if (rest == "attn.qkv.weight") return prefix + "self_attention.in_proj_weight";
     if (rest == "attn.qkv.bias") return prefix + "self_attention.in_proj_bias";
-    if (absl::StartsWith(rest, "attn.proj.")) return prefix + "self_attention.out_proj." + rest.substr(10);
+    if (absl::StartsWith(rest, "attn.proj."))
+      return prefix + "self_attention.out_proj." + rest.substr(10);
     if (absl::StartsWith(rest, "norm1.")) return prefix + "ln_1." + rest.substr(6);
     if (absl::StartsWith(rest, "norm2.")) return prefix + "ln_2." + rest.substr(6);
-    if (absl::StartsWith(rest, "mlp.fc1.")) return prefix + (legacy_mlp ? "mlp.linear_1." : "mlp.0.") + rest.substr(8);
-    if (absl::StartsWith(rest, "mlp.fc2.")) return prefix + (legacy_mlp ? "mlp.linear_2." : "mlp.3.") + rest.substr(8);
+    if (absl::StartsWith(rest, "mlp.fc1."))
+      return prefix + (legacy_mlp ? "mlp.linear_1." : "mlp.0.") + rest.substr(8);
+    if (absl::StartsWith(rest, "mlp.fc2."))
+      return prefix + (legacy_mlp ? "mlp.linear_2." : "mlp.3.") + rest.substr(8);
     return prefix + rest;
   };
 }
@@ -60,9 +63,11 @@ std::string TorchvisionSwinName(const std::string& c) {
     std::string rest = m[3].str();
     rest = Replace(rest, std::regex(R"(^mlp\.fc1\.)"), "mlp.0.");
     rest = Replace(rest, std::regex(R"(^mlp\.fc2\.)"), "mlp.3.");
-    return "features." + std::to_string(2 * std::stoi(m[1].str()) + 1) + "." + m[2].str() + "." + rest;
+    return "features." + std::to_string(2 * std::stoi(m[1].str()) + 1) + "." + m[2].str() + "." +
+           rest;
   }
-  if (std::regex_match(c, m, down)) return "features." + std::to_string(2 * std::stoi(m[1].str())) + "." + m[2].str();
+  if (std::regex_match(c, m, down))
+    return "features." + std::to_string(2 * std::stoi(m[1].str())) + "." + m[2].str();
   return c;
 }
 
@@ -71,7 +76,8 @@ std::string TimmLegacySwinName(const std::string& c) {
   static const std::regex down(R"(^layers\.(\d+)\.downsample\.(.*)$)");
   std::smatch m;
   if (absl::StartsWith(c, "head.fc.")) return "head." + c.substr(8);
-  if (std::regex_match(c, m, down)) return "layers." + std::to_string(std::stoi(m[1].str()) - 1) + ".downsample." + m[2].str();
+  if (std::regex_match(c, m, down))
+    return "layers." + std::to_string(std::stoi(m[1].str()) - 1) + ".downsample." + m[2].str();
   return c;
 }
 
@@ -95,18 +101,21 @@ std::string SchemeName(NamingScheme scheme) {
   return "?";
 }
 
-absl::StatusOr<WeightStore> WeightStore::FromFile(std::shared_ptr<const SafetensorsFile> file, Arch arch) {
+absl::StatusOr<WeightStore> WeightStore::FromFile(std::shared_ptr<const SafetensorsFile> file,
+                                                  Arch arch) {
   WeightStore store;
   store.file_ = file;
   const bool tv_vit = file->Has("class_token") || AnyStartsWith(*file, "encoder.layers.");
   const bool tv_swin = AnyStartsWith(*file, "features.");
   if (arch == Arch::kDeit) {
     if (tv_swin || AnyStartsWith(*file, "layers.")) {
-      return absl::InvalidArgumentError(absl::StrCat(file->path(), ": tensor names are Swin's but the architecture is deit"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(file->path(), ": tensor names are Swin's but the architecture is deit"));
     }
     if (tv_vit) {
       store.scheme_ = NamingScheme::kTorchvision;
-      store.to_file_ = TorchvisionVitNames(AnyStartsWith(*file, "encoder.layers.encoder_layer_0.mlp.linear_1"));
+      store.to_file_ =
+          TorchvisionVitNames(AnyStartsWith(*file, "encoder.layers.encoder_layer_0.mlp.linear_1"));
     } else {
       store.scheme_ = NamingScheme::kTimm;
       store.to_file_ = [](const std::string& c) { return c; };
@@ -114,7 +123,8 @@ absl::StatusOr<WeightStore> WeightStore::FromFile(std::shared_ptr<const Safetens
     return store;
   }
   if (tv_vit || AnyStartsWith(*file, "blocks.")) {
-    return absl::InvalidArgumentError(absl::StrCat(file->path(), ": tensor names are DeiT/ViT's but the architecture is swin"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(file->path(), ": tensor names are DeiT/ViT's but the architecture is swin"));
   }
   if (tv_swin) {
     store.scheme_ = NamingScheme::kTorchvision;
@@ -148,7 +158,8 @@ absl::StatusOr<Tensor> WeightStore::Take(const std::string& canonical, const Sha
     std::mt19937_64 rng(seed_ * 1000003 + draws_++);
     std::normal_distribution<float> normal(0.0f, 1.0f);
     Tensor t(expected);
-    const bool norm_weight = absl::StrContains(canonical, "norm") && absl::EndsWith(canonical, ".weight");
+    const bool norm_weight =
+        absl::StrContains(canonical, "norm") && absl::EndsWith(canonical, ".weight");
     for (float& v : t.span()) v = norm_weight ? 1.0f + 0.1f * normal(rng) : 0.02f * normal(rng);
     taken_elements_ += t.numel();
     taken_shapes_.emplace_back(canonical, expected);
@@ -157,16 +168,17 @@ absl::StatusOr<Tensor> WeightStore::Take(const std::string& canonical, const Sha
   const std::string name = to_file_(canonical);
   absl::StatusOr<TensorView> view = file_->Get(name);
   if (!view.ok()) {
-    return absl::NotFoundError(absl::StrCat(file_->path(), ": missing tensor '", name, "' (expected shape ",
-                                            ShapeToString(expected), ")"));
+    return absl::NotFoundError(absl::StrCat(file_->path(), ": missing tensor '", name,
+                                            "' (expected shape ", ShapeToString(expected), ")"));
   }
   if (view->shape != expected) {
-    return absl::InvalidArgumentError(absl::StrCat(file_->path(), ": tensor '", name, "' has shape ",
-                                                   ShapeToString(view->shape), ", expected ",
-                                                   ShapeToString(expected), " for this architecture"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(file_->path(), ": tensor '", name, "' has shape ", ShapeToString(view->shape),
+                     ", expected ", ShapeToString(expected), " for this architecture"));
   }
   absl::StatusOr<Tensor> t = ToFloatTensor(*view);
-  if (!t.ok()) return absl::InvalidArgumentError(absl::StrCat(file_->path(), ": ", t.status().message()));
+  if (!t.ok())
+    return absl::InvalidArgumentError(absl::StrCat(file_->path(), ": ", t.status().message()));
   taken_.insert(name);
   taken_elements_ += t->numel();
   taken_shapes_.emplace_back(canonical, expected);
@@ -181,10 +193,11 @@ absl::Status WeightStore::CheckAllUsed() const {
   }
   if (extra.empty()) return absl::OkStatus();
   const size_t shown = std::min<size_t>(extra.size(), 5);
-  return absl::InvalidArgumentError(absl::StrCat(
-      file_->path(), ": ", extra.size(), " unexpected tensor(s) for this architecture (",
-      SchemeName(scheme_), " names): '",
-      absl::StrJoin(extra.begin(), extra.begin() + shown, "', '"), "'", extra.size() > shown ? ", ..." : ""));
+  return absl::InvalidArgumentError(
+      absl::StrCat(file_->path(), ": ", extra.size(),
+                   " unexpected tensor(s) for this architecture (", SchemeName(scheme_),
+                   " names): '", absl::StrJoin(extra.begin(), extra.begin() + shown, "', '"), "'",
+                   extra.size() > shown ? ", ..." : ""));
 }
 
 }  // namespace vitq

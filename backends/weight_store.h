@@ -27,7 +27,8 @@ std::string SchemeName(NamingScheme scheme);
 class WeightStore {
  public:
   // Detects the scheme of `file` for `arch`; errors if the names fit no scheme.
-  static absl::StatusOr<WeightStore> FromFile(std::shared_ptr<const SafetensorsFile> file, Arch arch);
+  static absl::StatusOr<WeightStore> FromFile(std::shared_ptr<const SafetensorsFile> file,
+                                              Arch arch);
   // Random-initialised weights of whatever shape is asked for (benchmarks, tests).
   static WeightStore Random(uint64_t seed);
 

@@ -35,10 +35,26 @@ void BM_Model(benchmark::State& state, const std::string& preset, Precision prec
   state.SetItemsProcessed(state.iterations() * batch);
 }
 
-BENCHMARK_CAPTURE(BM_Model, deit_small_fp32, "deit_small", Precision::kFp32)->Arg(1)->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_CAPTURE(BM_Model, deit_small_bf16, "deit_small", Precision::kBf16)->Arg(1)->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_CAPTURE(BM_Model, swin_tiny_fp32, "swin_tiny", Precision::kFp32)->Arg(1)->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_CAPTURE(BM_Model, swin_tiny_bf16, "swin_tiny", Precision::kBf16)->Arg(1)->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_Model, deit_small_fp32, "deit_small", Precision::kFp32)
+    ->Arg(1)
+    ->Arg(8)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(BM_Model, deit_small_bf16, "deit_small", Precision::kBf16)
+    ->Arg(1)
+    ->Arg(8)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(BM_Model, swin_tiny_fp32, "swin_tiny", Precision::kFp32)
+    ->Arg(1)
+    ->Arg(8)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(BM_Model, swin_tiny_bf16, "swin_tiny", Precision::kBf16)
+    ->Arg(1)
+    ->Arg(8)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 // DeiT-S at batch 8: 1576 rows of 384.
 void BM_LayerNorm(benchmark::State& state) {

@@ -35,11 +35,13 @@ struct ModelFlags {
 
   void AddTo(CLI::App* app, bool allow_preset) {
     app->add_option("--model,-m", model,
-                    allow_preset ? "model: a safetensors file, or an architecture preset for random weights"
-                                 : "model: a safetensors file (its card FOO.yaml beside it, or --arch)")
+                    allow_preset
+                        ? "model: a safetensors file, or an architecture preset for random weights"
+                        : "model: a safetensors file (its card FOO.yaml beside it, or --arch)")
         ->required();
-    app->add_option("--arch", arch, "architecture preset for a bare checkpoint without model card (" +
-                                        absl::StrJoin(PresetNames(), ", ") + ")");
+    app->add_option("--arch", arch,
+                    "architecture preset for a bare checkpoint without model card (" +
+                        absl::StrJoin(PresetNames(), ", ") + ")");
     app->add_option("--precision,-p", precision, "precision of every layer: fp32 or bf16")
         ->check(CLI::IsMember({"fp32", "bf16"}));
   }
@@ -74,7 +76,8 @@ absl::StatusOr<std::vector<std::string>> ReadLabels(const std::string& path) {
 absl::StatusOr<std::vector<uint8_t>> ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)),
+                              std::istreambuf_iterator<char>());
 }
 
 // ---- vitq info ----
@@ -82,17 +85,19 @@ int Info(const ModelFlags& f) {
   absl::StatusOr<std::unique_ptr<Model>> model = LoadFromFlags(f, /*allow_preset=*/true);
   if (!model.ok()) return Fail(model.status());
   const ModelConfig& c = (*model)->config();
-  std::printf("name: %s\narch: %s\nnaming: %s\nparameters: %lld\n", c.name.c_str(), ArchName(c.arch).c_str(),
-              SchemeName((*model)->naming()).c_str(), static_cast<long long>((*model)->num_parameters()));
+  std::printf("name: %s\narch: %s\nnaming: %s\nparameters: %lld\n", c.name.c_str(),
+              ArchName(c.arch).c_str(), SchemeName((*model)->naming()).c_str(),
+              static_cast<long long>((*model)->num_parameters()));
   std::printf("input: [N, %lld, %lld, %lld]\nclasses: %lld\npatch_size: %lld\nembed_dim: %lld\n",
-              (long long)c.in_chans, (long long)c.img_size, (long long)c.img_size, (long long)c.num_classes,
-              (long long)c.patch_size, (long long)c.embed_dim);
+              (long long)c.in_chans, (long long)c.img_size, (long long)c.img_size,
+              (long long)c.num_classes, (long long)c.patch_size, (long long)c.embed_dim);
   if (c.arch == Arch::kDeit) {
-    std::printf("depth: %lld\nnum_heads: %lld\ndistilled: %s\n", (long long)c.depth, (long long)c.num_heads,
-                c.distilled ? "true" : "false");
+    std::printf("depth: %lld\nnum_heads: %lld\ndistilled: %s\n", (long long)c.depth,
+                (long long)c.num_heads, c.distilled ? "true" : "false");
   } else {
-    std::printf("depths: [%s]\nnum_heads: [%s]\nwindow_size: %lld\n", absl::StrJoin(c.depths, ", ").c_str(),
-                absl::StrJoin(c.stage_heads, ", ").c_str(), (long long)c.window_size);
+    std::printf("depths: [%s]\nnum_heads: [%s]\nwindow_size: %lld\n",
+                absl::StrJoin(c.depths, ", ").c_str(), absl::StrJoin(c.stage_heads, ", ").c_str(),
+                (long long)c.window_size);
   }
   for (const auto& [key, value] : c.extra) std::printf("%s: %s\n", key.c_str(), value.c_str());
   if (!f.model.ends_with(".safetensors")) return 0;
@@ -101,7 +106,8 @@ int Info(const ModelFlags& f) {
   std::printf("tensors:\n");
   for (const std::string& name : (*file)->Names()) {
     const TensorView v = *(*file)->Get(name);
-    std::printf("  %-60s %-5s %s\n", name.c_str(), DTypeName(v.dtype).c_str(), ShapeToString(v.shape).c_str());
+    std::printf("  %-60s %-5s %s\n", name.c_str(), DTypeName(v.dtype).c_str(),
+                ShapeToString(v.shape).c_str());
   }
   return 0;
 }
@@ -121,7 +127,8 @@ int Run(const ModelFlags& f, const std::string& input_path, const std::string& o
   out.SetMetadata("model", f.model);
   out.SetMetadata("precision", f.precision);
   if (absl::Status s = out.WriteFile(output_path); !s.ok()) return Fail(s);
-  std::printf("wrote logits %s to %s\n", ShapeToString(logits->shape()).c_str(), output_path.c_str());
+  std::printf("wrote logits %s to %s\n", ShapeToString(logits->shape()).c_str(),
+              output_path.c_str());
   return 0;
 }
 
@@ -159,14 +166,17 @@ int Bench(const ModelFlags& f, const BenchFlags& b) {
   }
   std::sort(ms.begin(), ms.end());
   const double median = ms[ms.size() / 2];
-  std::printf("engine=vitq model=%s prec=%s bs=%lld threads=%d ms_per_batch=%.2f img_per_s=%.2f min_ms=%.2f max_ms=%.2f\n",
-              c.name.c_str(), f.precision.c_str(), (long long)b.batch, omp_get_max_threads(), median,
-              1000.0 * b.batch / median, ms.front(), ms.back());
+  std::printf(
+      "engine=vitq model=%s prec=%s bs=%lld threads=%d ms_per_batch=%.2f img_per_s=%.2f "
+      "min_ms=%.2f max_ms=%.2f\n",
+      c.name.c_str(), f.precision.c_str(), (long long)b.batch, omp_get_max_threads(), median,
+      1000.0 * b.batch / median, ms.front(), ms.back());
   return 0;
 }
 
 // ---- vitq classify ----
-int Classify(const ModelFlags& f, std::string labels_path, int topk, const std::vector<std::string>& images) {
+int Classify(const ModelFlags& f, std::string labels_path, int topk,
+             const std::vector<std::string>& images) {
   absl::StatusOr<std::unique_ptr<Model>> model = LoadFromFlags(f, /*allow_preset=*/false);
   if (!model.ok()) return Fail(model.status());
   const ModelConfig& c = (*model)->config();
@@ -206,11 +216,13 @@ int Classify(const ModelFlags& f, std::string labels_path, int topk, const std::
     std::vector<int> order(p.size());
     std::iota(order.begin(), order.end(), 0);
     const int k = std::min<int>(topk, static_cast<int>(order.size()));
-    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int a, int b) { return p[a] > p[b]; });
+    std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                      [&](int a, int b) { return p[a] > p[b]; });
     std::printf("%s\n", path.c_str());
     for (int i = 0; i < k; ++i) {
       const int cls = order[i];
-      const std::string name = cls < static_cast<int>(labels.size()) ? labels[cls] : std::to_string(cls);
+      const std::string name =
+          cls < static_cast<int>(labels.size()) ? labels[cls] : std::to_string(cls);
       std::printf("  %d. %-24s %.4f\n", i + 1, name.c_str(), p[cls] / sum);
     }
   }
@@ -222,41 +234,55 @@ int Classify(const ModelFlags& f, std::string labels_path, int topk, const std::
 
 int main(int argc, char** argv) {
   using namespace vitq::cli;
-  CLI::App app{"vitq: quantized vision transformers (DeiT, Swin) on CPUs.\n"
-               "MODEL is a safetensors checkpoint; its architecture comes from the model card beside it\n"
-               "(foo.safetensors -> foo.yaml) or from --arch PRESET. timm and torchvision tensor names\n"
-               "are both accepted."};
+  CLI::App app{
+      "vitq: quantized vision transformers (DeiT, Swin) on CPUs.\n"
+      "MODEL is a safetensors checkpoint; its architecture comes from the model card beside it\n"
+      "(foo.safetensors -> foo.yaml) or from --arch PRESET. timm and torchvision tensor names\n"
+      "are both accepted."};
   app.require_subcommand(1);
 
   ModelFlags info_flags;
-  CLI::App* info = app.add_subcommand("info", "Print a model's architecture, parameter count and tensors");
+  CLI::App* info =
+      app.add_subcommand("info", "Print a model's architecture, parameter count and tensors");
   info_flags.AddTo(info, /*allow_preset=*/true);
 
   ModelFlags run_flags;
   std::string input_path, output_path;
-  CLI::App* run = app.add_subcommand("run", "Run a batch: tensor 'input' [N,C,H,W] f32 -> tensor 'logits' [N,classes]");
+  CLI::App* run = app.add_subcommand(
+      "run", "Run a batch: tensor 'input' [N,C,H,W] f32 -> tensor 'logits' [N,classes]");
   run_flags.AddTo(run, /*allow_preset=*/false);
-  run->add_option("--input,-i", input_path, "safetensors file holding tensor 'input'")->required()->check(CLI::ExistingFile);
-  run->add_option("--output,-o", output_path, "safetensors file to write tensor 'logits' to")->required();
+  run->add_option("--input,-i", input_path, "safetensors file holding tensor 'input'")
+      ->required()
+      ->check(CLI::ExistingFile);
+  run->add_option("--output,-o", output_path, "safetensors file to write tensor 'logits' to")
+      ->required();
 
   ModelFlags bench_flags;
   BenchFlags bench_opts;
-  CLI::App* bench = app.add_subcommand("bench", "Time Forward on a random batch; prints ms_per_batch= and img_per_s=");
+  CLI::App* bench = app.add_subcommand(
+      "bench", "Time Forward on a random batch; prints ms_per_batch= and img_per_s=");
   bench_flags.AddTo(bench, /*allow_preset=*/true);
   bench->add_option("--batch,-b", bench_opts.batch, "images per batch")->check(CLI::Range(1, 4096));
-  bench->add_option("--iters,-n", bench_opts.iters, "timed runs (the median is reported)")->check(CLI::Range(1, 100000));
-  bench->add_option("--warmup", bench_opts.warmup, "untimed runs first (primitive creation, caches)");
-  bench->add_option("--threads,-t", bench_opts.threads, "OpenMP threads (default: OMP_NUM_THREADS or all cores)");
-  bench->add_flag("--describe", bench_opts.describe, "print the kernel oneDNN picked for every layer");
+  bench->add_option("--iters,-n", bench_opts.iters, "timed runs (the median is reported)")
+      ->check(CLI::Range(1, 100000));
+  bench->add_option("--warmup", bench_opts.warmup,
+                    "untimed runs first (primitive creation, caches)");
+  bench->add_option("--threads,-t", bench_opts.threads,
+                    "OpenMP threads (default: OMP_NUM_THREADS or all cores)");
+  bench->add_flag("--describe", bench_opts.describe,
+                  "print the kernel oneDNN picked for every layer");
 
   ModelFlags classify_flags;
   std::string labels_path;
   int topk = 5;
   std::vector<std::string> image_paths;
-  CLI::App* classify = app.add_subcommand("classify", "Classify image files (JPEG, PNG, BMP, WebP); prints top-k classes");
+  CLI::App* classify = app.add_subcommand(
+      "classify", "Classify image files (JPEG, PNG, BMP, WebP); prints top-k classes");
   classify_flags.AddTo(classify, /*allow_preset=*/false);
-  classify->add_option("--labels,-l", labels_path, "class names, one per line (default: the card's labels)");
-  classify->add_option("--topk,-k", topk, "classes to print per image")->check(CLI::Range(1, 100000));
+  classify->add_option("--labels,-l", labels_path,
+                       "class names, one per line (default: the card's labels)");
+  classify->add_option("--topk,-k", topk, "classes to print per image")
+      ->check(CLI::Range(1, 100000));
   classify->add_option("images", image_paths, "image files")->required();
 
   CLI11_PARSE(app, argc, argv);

@@ -64,12 +64,13 @@ TEST_P(LinearParamTest, Bf16WithinBf16Rounding) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, LinearParamTest,
-                         ::testing::Values(Shape3{1, 8, 4}, Shape3{197, 384, 1152}, Shape3{33, 65, 17},
-                                           Shape3{50, 1536, 384}));
+                         ::testing::Values(Shape3{1, 8, 4}, Shape3{197, 384, 1152},
+                                           Shape3{33, 65, 17}, Shape3{50, 1536, 384}));
 
 TEST(LinearTest, FusedGeluAndResidualAdd) {
   Tensor x = RandomTensor({7, 16}, 7), w = RandomTensor({5, 16}, 8, 0.3f), b = RandomTensor({5}, 9);
-  auto gelu = Linear::Create("fc1", LinearParams{w.Clone(), b.Clone()}, QuantSpec{}, Activation::kGelu);
+  auto gelu =
+      Linear::Create("fc1", LinearParams{w.Clone(), b.Clone()}, QuantSpec{}, Activation::kGelu);
   auto plain = Linear::Create("fc", LinearParams{w.Clone(), b.Clone()}, QuantSpec{});
   ASSERT_TRUE(gelu.ok() && plain.ok());
   Tensor y = gelu->Forward(x);
@@ -93,15 +94,18 @@ TEST(LinearTest, NoBias) {
 }
 
 TEST(LinearTest, RejectsMismatchedBias) {
-  auto layer = Linear::Create("blocks.0.attn.proj", LinearParams{Tensor({4, 3}), Tensor({5})}, QuantSpec{});
+  auto layer =
+      Linear::Create("blocks.0.attn.proj", LinearParams{Tensor({4, 3}), Tensor({5})}, QuantSpec{});
   ASSERT_FALSE(layer.ok());
-  EXPECT_NE(layer.status().message().find("blocks.0.attn.proj.bias: expected [4], found [5]"), std::string::npos)
+  EXPECT_NE(layer.status().message().find("blocks.0.attn.proj.bias: expected [4], found [5]"),
+            std::string::npos)
       << layer.status();
 }
 
 // softmax(q·kᵀ/√d + bias)·v per head in double.
-std::vector<double> NaiveAttention(const std::vector<float>& qkv, int64_t groups, int64_t n, int64_t heads,
-                                   int64_t d, const std::vector<float>& bias, int64_t bias_groups) {
+std::vector<double> NaiveAttention(const std::vector<float>& qkv, int64_t groups, int64_t n,
+                                   int64_t heads, int64_t d, const std::vector<float>& bias,
+                                   int64_t bias_groups) {
   const int64_t c = heads * d;
   std::vector<double> out(groups * n * c);
   for (int64_t g = 0; g < groups; ++g) {
@@ -111,7 +115,9 @@ std::vector<double> NaiveAttention(const std::vector<float>& qkv, int64_t groups
         double mx = -1e300;
         for (int64_t j = 0; j < n; ++j) {
           double dot = 0;
-          for (int64_t t = 0; t < d; ++t) dot += double(qkv[(g * n + i) * 3 * c + h * d + t]) * qkv[(g * n + j) * 3 * c + c + h * d + t];
+          for (int64_t t = 0; t < d; ++t)
+            dot += double(qkv[(g * n + i) * 3 * c + h * d + t]) *
+                   qkv[(g * n + j) * 3 * c + c + h * d + t];
           s[j] = dot / std::sqrt(double(d));
           if (!bias.empty()) s[j] += bias[(((g % bias_groups) * heads + h) * n + i) * n + j];
           mx = std::max(mx, s[j]);
@@ -120,7 +126,8 @@ std::vector<double> NaiveAttention(const std::vector<float>& qkv, int64_t groups
         for (double& v : s) sum += (v = std::exp(v - mx));
         for (int64_t t = 0; t < d; ++t) {
           double acc = 0;
-          for (int64_t j = 0; j < n; ++j) acc += s[j] / sum * qkv[(g * n + j) * 3 * c + 2 * c + h * d + t];
+          for (int64_t j = 0; j < n; ++j)
+            acc += s[j] / sum * qkv[(g * n + j) * 3 * c + 2 * c + h * d + t];
           out[(g * n + i) * c + h * d + t] = acc;
         }
       }
@@ -142,7 +149,8 @@ TEST(AttentionCoreTest, MatchesNaiveWithPeriodicBias) {
     std::vector<float> out(groups * n * heads * d);
     attn.Forward(qkv.data(), groups, n, bias.data(), bias_groups, out.data());
     const double tol = p == Precision::kFp32 ? 1e-5 : 3e-2;
-    for (size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], want[i], tol) << PrecisionName(p) << " " << i;
+    for (size_t i = 0; i < out.size(); ++i)
+      ASSERT_NEAR(out[i], want[i], tol) << PrecisionName(p) << " " << i;
   }
 }
 

@@ -37,7 +37,8 @@ class ModelFileTest : public ::testing::Test {
     std::normal_distribution<float> n(0.0f, 0.05f);
     for (const auto& [name, shape] : recorder.taken_shapes()) {
       Tensor t(shape);
-      for (float& v : t.span()) v = n(rng) + (name.find("norm") != std::string::npos && name.ends_with(".weight") ? 1 : 0);
+      for (float& v : t.span())
+        v = n(rng) + (name.find("norm") != std::string::npos && name.ends_with(".weight") ? 1 : 0);
       tensors.emplace(name, std::move(t));
     }
     return tensors;
@@ -85,7 +86,8 @@ TEST_F(ModelFileTest, LoadsWithCardAndBatchEqualsSingleImages) {
       std::copy(batch.data() + n * per_image, batch.data() + (n + 1) * per_image, one.data());
       auto single = (*model)->Forward(one);
       for (int64_t k = 0; k < c.num_classes; ++k) {
-        ASSERT_NEAR(single->data()[k], logits->data()[n * c.num_classes + k], 1e-5) << ArchName(c.arch);
+        ASSERT_NEAR(single->data()[k], logits->data()[n * c.num_classes + k], 1e-5)
+            << ArchName(c.arch);
       }
     }
   }
@@ -95,20 +97,23 @@ TEST_F(ModelFileTest, MissingTensorNamesItAndItsShape) {
   auto tensors = TensorsFor(kDeitCard);
   tensors.erase("blocks.1.mlp.fc2.weight");
   auto model = LoadModel(Write("m", tensors, kDeitCard), {});
-  ExpectError(model.status(), absl::StatusCode::kNotFound, "missing tensor 'blocks.1.mlp.fc2.weight' (expected shape [32, 128])");
+  ExpectError(model.status(), absl::StatusCode::kNotFound,
+              "missing tensor 'blocks.1.mlp.fc2.weight' (expected shape [32, 128])");
 }
 
 TEST_F(ModelFileTest, ExtraTensorIsAnError) {
   auto tensors = TensorsFor(kDeitCard);
   tensors.emplace("blocks.7.attn.qkv.weight", Tensor::Zeros({3, 3}));
-  ExpectError(LoadModel(Write("m", tensors, kDeitCard), {}).status(), absl::StatusCode::kInvalidArgument,
-              "unexpected tensor(s) for this architecture (timm names): 'blocks.7.attn.qkv.weight'");
+  ExpectError(
+      LoadModel(Write("m", tensors, kDeitCard), {}).status(), absl::StatusCode::kInvalidArgument,
+      "unexpected tensor(s) for this architecture (timm names): 'blocks.7.attn.qkv.weight'");
 }
 
 TEST_F(ModelFileTest, MisShapedTensorGivesExpectedAndFound) {
   auto tensors = TensorsFor(kSwinCard);
   tensors["layers.1.blocks.0.attn.qkv.weight"] = Tensor::Zeros({96, 16});
-  ExpectError(LoadModel(Write("m", tensors, kSwinCard), {}).status(), absl::StatusCode::kInvalidArgument,
+  ExpectError(LoadModel(Write("m", tensors, kSwinCard), {}).status(),
+              absl::StatusCode::kInvalidArgument,
               "tensor 'layers.1.blocks.0.attn.qkv.weight' has shape [96, 16], expected [96, 32]");
 }
 
@@ -126,46 +131,63 @@ TEST_F(ModelFileTest, WrongDtypeIsAnError) {
   const std::string path = (dir_ / "int.safetensors").string();
   ASSERT_TRUE(w.WriteFile(path).ok());
   std::ofstream(dir_ / "int.yaml") << kDeitCard;
-  ExpectError(LoadModel(path, {}).status(), absl::StatusCode::kInvalidArgument, "'head.bias' has dtype I32");
+  ExpectError(LoadModel(path, {}).status(), absl::StatusCode::kInvalidArgument,
+              "'head.bias' has dtype I32");
 }
 
 TEST_F(ModelFileTest, NoCardNeedsArch) {
   const std::string path = Write("bare", TensorsFor(kDeitCard), "");
-  ExpectError(LoadModel(path, {}).status(), absl::StatusCode::kInvalidArgument, "pass --arch PRESET");
+  ExpectError(LoadModel(path, {}).status(), absl::StatusCode::kInvalidArgument,
+              "pass --arch PRESET");
   LoadOptions options;
   options.arch = "deit_small";  // wrong shapes for this file
-  ExpectError(LoadModel(path, options).status(), absl::StatusCode::kInvalidArgument, "expected [384, 3, 16, 16]");
+  ExpectError(LoadModel(path, options).status(), absl::StatusCode::kInvalidArgument,
+              "expected [384, 3, 16, 16]");
 }
 
 TEST_F(ModelFileTest, SwinNamesUnderDeitCardAreRejected) {
   const std::string path = Write("swin", TensorsFor(kSwinCard), kDeitCard);
-  ExpectError(LoadModel(path, {}).status(), absl::StatusCode::kInvalidArgument, "tensor names are Swin's");
+  ExpectError(LoadModel(path, {}).status(), absl::StatusCode::kInvalidArgument,
+              "tensor names are Swin's");
 }
 
 TEST_F(ModelFileTest, WrongInputShapeIsInvalidArgument) {
   auto model = LoadModel(Write("m", TensorsFor(kDeitCard), kDeitCard), {});
   ASSERT_TRUE(model.ok());
-  ExpectError((*model)->Forward(RandomImages(2, 3, 32, 1)).status(), absl::StatusCode::kInvalidArgument,
-              "expects [N, 3, 16, 16]");
-  ExpectError((*model)->Forward(Tensor({3, 16, 16})).status(), absl::StatusCode::kInvalidArgument, "expects");
+  ExpectError((*model)->Forward(RandomImages(2, 3, 32, 1)).status(),
+              absl::StatusCode::kInvalidArgument, "expects [N, 3, 16, 16]");
+  ExpectError((*model)->Forward(Tensor({3, 16, 16})).status(), absl::StatusCode::kInvalidArgument,
+              "expects");
 }
 
 TEST(ModelCardTest, RejectsInvalidCards) {
-  EXPECT_NE(ParseModelCard("arch: resnet\n", ".").status().message().find("arch must be 'deit' or 'swin'"),
+  EXPECT_NE(ParseModelCard("arch: resnet\n", ".")
+                .status()
+                .message()
+                .find("arch must be 'deit' or 'swin'"),
             std::string::npos);
-  EXPECT_NE(ParseModelCard("arch: deit\nembed_dim: 100\nnum_heads: 3\n", ".").status().message().find(
-                "not divisible by num_heads"),
+  EXPECT_NE(ParseModelCard("arch: deit\nembed_dim: 100\nnum_heads: 3\n", ".")
+                .status()
+                .message()
+                .find("not divisible by num_heads"),
             std::string::npos);
-  EXPECT_NE(ParseModelCard("arch: deit\nimg_size: 30\npatch_size: 4\n", ".").status().message().find(
-                "not a multiple of patch_size"),
+  EXPECT_NE(ParseModelCard("arch: deit\nimg_size: 30\npatch_size: 4\n", ".")
+                .status()
+                .message()
+                .find("not a multiple of patch_size"),
             std::string::npos);
-  EXPECT_NE(ParseModelCard("arch: [deit\n", ".").status().message().find("not valid YAML"), std::string::npos);
-  EXPECT_NE(ParseModelCard("arch: deit\nin_chans: 1\n", ".").status().message().find("mean/std need 1"),
+  EXPECT_NE(ParseModelCard("arch: [deit\n", ".").status().message().find("not valid YAML"),
             std::string::npos);
-  EXPECT_NE(ParseModelCard("arch: swin\ndepths: [2]\nnum_heads: [1, 2]\n", ".").status().message().find(
-                "same length"),
+  EXPECT_NE(
+      ParseModelCard("arch: deit\nin_chans: 1\n", ".").status().message().find("mean/std need 1"),
+      std::string::npos);
+  EXPECT_NE(ParseModelCard("arch: swin\ndepths: [2]\nnum_heads: [1, 2]\n", ".")
+                .status()
+                .message()
+                .find("same length"),
             std::string::npos);
-  EXPECT_NE(ParseModelCard("arch: deit\ndepth: two\n", ".").status().message().find("'depth'"), std::string::npos);
+  EXPECT_NE(ParseModelCard("arch: deit\ndepth: two\n", ".").status().message().find("'depth'"),
+            std::string::npos);
 }
 
 TEST(ModelCardTest, PresetsMatchPublishedParameterCounts) {

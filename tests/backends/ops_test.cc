@@ -85,7 +85,8 @@ TEST(SoftmaxTest, Bf16OutputMatchesFloat) {
   std::vector<uint16_t> y(rows * cols);
   SoftmaxRowsToBf16(x.data(), y.data(), rows, cols);
   SoftmaxRows(ref.data(), rows, cols);
-  for (int i = 0; i < rows * cols; ++i) EXPECT_NEAR(Bf16ToFloat(y[i]), ref[i], ref[i] * 0.004f + 1e-7f);
+  for (int i = 0; i < rows * cols; ++i)
+    EXPECT_NEAR(Bf16ToFloat(y[i]), ref[i], ref[i] * 0.004f + 1e-7f);
 }
 
 TEST(MathTest, ExpMatchesStdExp) {

@@ -48,7 +48,8 @@ TEST(SafetensorsTest, RoundTripWithMetadata) {
 }
 
 TEST(SafetensorsTest, MappedFileRoundTrip) {
-  const std::string path = (std::filesystem::temp_directory_path() / "vitq_st_test.safetensors").string();
+  const std::string path =
+      (std::filesystem::temp_directory_path() / "vitq_st_test.safetensors").string();
   Tensor a({4});
   for (int i = 0; i < 4; ++i) a.data()[i] = i;
   SafetensorsWriter w;
@@ -82,15 +83,20 @@ TEST(SafetensorsTest, RejectsTruncatedFile) {
   w.AddFloat("a", a);
   std::vector<uint8_t> bytes = w.Serialize();
   bytes.resize(bytes.size() - 10);
-  ExpectError(SafetensorsFile::FromBuffer(bytes, "t").status(), absl::StatusCode::kInvalidArgument, "outside");
-  ExpectError(SafetensorsFile::FromBuffer({1, 2, 3}, "t").status(), absl::StatusCode::kInvalidArgument, "truncated");
+  ExpectError(SafetensorsFile::FromBuffer(bytes, "t").status(), absl::StatusCode::kInvalidArgument,
+              "outside");
+  ExpectError(SafetensorsFile::FromBuffer({1, 2, 3}, "t").status(),
+              absl::StatusCode::kInvalidArgument, "truncated");
   bytes.resize(20);  // header cut
-  ExpectError(SafetensorsFile::FromBuffer(bytes, "t").status(), absl::StatusCode::kInvalidArgument, "truncated");
+  ExpectError(SafetensorsFile::FromBuffer(bytes, "t").status(), absl::StatusCode::kInvalidArgument,
+              "truncated");
 }
 
 TEST(SafetensorsTest, RejectsBadHeaderJson) {
-  ExpectError(ParseError("{\"a\": [1, 2", 0), absl::StatusCode::kInvalidArgument, "not a valid JSON");
-  ExpectError(ParseError("[1, 2]", 0), absl::StatusCode::kInvalidArgument, "not a valid JSON object");
+  ExpectError(ParseError("{\"a\": [1, 2", 0), absl::StatusCode::kInvalidArgument,
+              "not a valid JSON");
+  ExpectError(ParseError("[1, 2]", 0), absl::StatusCode::kInvalidArgument,
+              "not a valid JSON object");
   ExpectError(ParseError(R"({"a": {"dtype": "F32"}})", 0), absl::StatusCode::kInvalidArgument,
               "needs dtype, shape and data_offsets");
 }
@@ -106,7 +112,8 @@ TEST(SafetensorsTest, RejectsSizeMismatchAndOverlap) {
   ExpectError(ParseError(R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}})", 4),
               absl::StatusCode::kInvalidArgument, "which needs 8");
   ExpectError(ParseError(R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
-                             "b": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}})", 8),
+                             "b": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}})",
+                         8),
               absl::StatusCode::kInvalidArgument, "overlap");
   ExpectError(ParseError(R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [8, 4]}})", 8),
               absl::StatusCode::kInvalidArgument, "data_offsets");
@@ -115,7 +122,8 @@ TEST(SafetensorsTest, RejectsSizeMismatchAndOverlap) {
 TEST(SafetensorsTest, RejectsHugeHeaderLength) {
   std::vector<uint8_t> bytes(16, 0);
   bytes[7] = 0x7f;  // header length ~ 9e18
-  ExpectError(SafetensorsFile::FromBuffer(bytes, "t").status(), absl::StatusCode::kInvalidArgument, "exceeds");
+  ExpectError(SafetensorsFile::FromBuffer(bytes, "t").status(), absl::StatusCode::kInvalidArgument,
+              "exceeds");
 }
 
 TEST(SafetensorsTest, ReadFloatRejectsIntegerDtype) {
@@ -128,8 +136,8 @@ TEST(SafetensorsTest, ReadFloatRejectsIntegerDtype) {
 }
 
 TEST(SafetensorsTest, MissingFileIsNotFound) {
-  ExpectError(SafetensorsFile::Open("/nonexistent/x.safetensors").status(), absl::StatusCode::kNotFound,
-              "cannot open");
+  ExpectError(SafetensorsFile::Open("/nonexistent/x.safetensors").status(),
+              absl::StatusCode::kNotFound, "cannot open");
 }
 
 }  // namespace

@@ -64,8 +64,10 @@ TEST(WindowPartitionTest, PadsWithZeros) {
   std::iota(x.begin(), x.end(), 1.0f);  // (1, 3, 3, 1), padded to 4×4
   std::vector<float> w(16, -1.0f);
   WindowPartition(x.data(), 1, 3, 3, 1, 2, 0, 0, w.data());
-  EXPECT_EQ(std::vector<float>(w.begin(), w.begin() + 8), (std::vector<float>{1, 2, 4, 5, 3, 0, 6, 0}));
-  EXPECT_EQ(std::vector<float>(w.begin() + 8, w.end()), (std::vector<float>{7, 8, 0, 0, 9, 0, 0, 0}));
+  EXPECT_EQ(std::vector<float>(w.begin(), w.begin() + 8),
+            (std::vector<float>{1, 2, 4, 5, 3, 0, 6, 0}));
+  EXPECT_EQ(std::vector<float>(w.begin() + 8, w.end()),
+            (std::vector<float>{7, 8, 0, 0, 9, 0, 0, 0}));
 }
 
 TEST(WindowReverseTest, InvertsPartitionWithShiftAndPadding) {
