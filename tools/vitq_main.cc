@@ -18,60 +18,11 @@
 #include "backends/model.h"
 #include "backends/safetensors.h"
 #include "preprocessing/image.h"
+#include "tools/cli_common.h"
+#include "tools/eval_command.h"
 
 namespace vitq::cli {
 namespace {
-
-int Fail(const absl::Status& status) {
-  std::fprintf(stderr, "vitq: error: %s\n", std::string(status.message()).c_str());
-  return 1;
-}
-
-// Flags shared by every subcommand that loads a model.
-struct ModelFlags {
-  std::string model;
-  std::string arch;
-  std::string precision = "fp32";
-
-  void AddTo(CLI::App* app, bool allow_preset) {
-    app->add_option("--model,-m", model,
-                    allow_preset
-                        ? "model: a safetensors file, or an architecture preset for random weights"
-                        : "model: a safetensors file (its card FOO.yaml beside it, or --arch)")
-        ->required();
-    app->add_option("--arch", arch,
-                    "architecture preset for a bare checkpoint without model card (" +
-                        absl::StrJoin(PresetNames(), ", ") + ")");
-    app->add_option("--precision,-p", precision, "precision of every layer: fp32 or bf16")
-        ->check(CLI::IsMember({"fp32", "bf16"}));
-  }
-};
-
-absl::StatusOr<std::unique_ptr<Model>> LoadFromFlags(const ModelFlags& f, bool allow_preset) {
-  absl::StatusOr<Precision> precision = ParsePrecision(f.precision);
-  if (!precision.ok()) return precision.status();
-  const PrecisionPlan plan = UniformPlan(*precision);
-  if (allow_preset && !f.model.ends_with(".safetensors")) {
-    absl::StatusOr<ModelConfig> config = PresetConfig(f.model);
-    if (!config.ok()) return config.status();
-    return RandomModel(*config, /*seed=*/1, plan);
-  }
-  LoadOptions options;
-  if (!f.arch.empty()) options.arch = f.arch;
-  options.plan = plan;
-  return LoadModel(f.model, options);
-}
-
-absl::StatusOr<std::vector<std::string>> ReadLabels(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open labels file"));
-  std::vector<std::string> labels;
-  for (std::string line; std::getline(in, line);) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    labels.push_back(line);
-  }
-  return labels;
-}
 
 absl::StatusOr<std::vector<uint8_t>> ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -187,13 +138,7 @@ int Classify(const ModelFlags& f, std::string labels_path, int topk,
     if (!l.ok()) return Fail(l.status());
     labels = std::move(*l);
   }
-  preprocessing::PreprocessOptions opt;
-  opt.image_size = c.img_size;
-  opt.channels = c.in_chans;
-  opt.crop_pct = c.preprocess.crop_pct;
-  opt.mean = c.preprocess.mean;
-  opt.std = c.preprocess.std;
-  opt.interpolation = c.preprocess.interpolation;
+  const preprocessing::PreprocessOptions opt = PreprocessOptionsFor(c);
   int failures = 0;
   for (const std::string& path : images) {
     std::vector<float> chw;
@@ -285,10 +230,14 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 100000));
   classify->add_option("images", image_paths, "image files")->required();
 
+  EvalFlags eval_flags;
+  CLI::App* eval = AddEvalCommand(app, eval_flags);
+
   CLI11_PARSE(app, argc, argv);
   if (*info) return Info(info_flags);
   if (*run) return Run(run_flags, input_path, output_path);
   if (*bench) return Bench(bench_flags, bench_opts);
   if (*classify) return Classify(classify_flags, labels_path, topk, image_paths);
+  if (*eval) return RunEval(eval_flags);
   return 1;
 }

@@ -64,6 +64,9 @@ void AddCommon(CLI::App* app, CommonFlags& f) {
   app->add_option("--seed", o.seed, "seed of data order, augmentation and initialisation");
   app->add_option("--threads", o.threads, "LibTorch threads")->check(CLI::Range(1, 256));
   app->add_flag("--resume", o.resume, "continue from OUTPUT/checkpoint.pt if it exists");
+  app->add_option(
+      "--max-epochs-this-run", o.max_epochs_this_run,
+      "stop after this many epochs (time-boxed sessions); continue later with --resume");
 }
 
 absl::StatusOr<std::string> ReadText(const std::string& path) {
@@ -130,6 +133,7 @@ int RunFit(const CommonFlags& f, const std::string& name_flag, const std::string
   const ModelConfig& c = in->config;
   const std::string name = name_flag.empty() ? c.name : name_flag;
   std::shared_ptr<Classifier> model;
+  torch::manual_seed(f.options.seed);  // reproducible initial weights
   try {
     model = MakeClassifier(c);
   } catch (const std::exception& e) {
@@ -153,6 +157,11 @@ int RunFit(const CommonFlags& f, const std::string& name_flag, const std::string
   auto result =
       Train(*model, in->train, in->test, c.preprocess.mean[0], c.preprocess.std[0], o, teacher_fn);
   if (!result.ok()) return Fail(result.status());
+  if (result->epochs_done < o.epochs) {
+    std::printf("stopped after epoch %d of %d; continue with --resume\n", result->epochs_done,
+                o.epochs);
+    return 0;
+  }
   std::map<std::string, std::string> provenance = {
       {"command", command},
       {"seed", std::to_string(o.seed)},

@@ -202,7 +202,10 @@ absl::StatusOr<TrainResult> Train(Classifier& model, const data::LabeledImages& 
   const int64_t steps = (train.count + o.batch_size - 1) / o.batch_size;
   TrainResult result;
   model.train();
-  for (int epoch = state.epoch + 1; epoch <= o.epochs; ++epoch) {
+  const int last_epoch = o.max_epochs_this_run > 0
+                             ? std::min(o.epochs, state.epoch + o.max_epochs_this_run)
+                             : o.epochs;
+  for (int epoch = state.epoch + 1; epoch <= last_epoch; ++epoch) {
     const auto t0 = Clock::now();
     std::mt19937_64 rng(o.seed * 1000003 + epoch);
     std::vector<int64_t> order(train.count);
@@ -231,7 +234,9 @@ absl::StatusOr<TrainResult> Train(Classifier& model, const data::LabeledImages& 
       if (o.clip_grad_norm > 0)
         torch::nn::utils::clip_grad_norm_(model.parameters(), o.clip_grad_norm);
       opt->step();
-      loss_sum += loss.item<double>() * n;
+      const double step_loss = loss.item<double>();
+      result.step_losses.push_back(step_loss);
+      loss_sum += step_loss * n;
       correct += out.Inference().argmax(1).eq(y).sum().item<int64_t>();
       seen += n;
       if (step % 20 == 19 || step == steps - 1) {

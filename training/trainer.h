@@ -13,6 +13,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "preprocessing/dataset.h"
@@ -36,13 +37,15 @@ struct TrainOptions {
   int threads = 2;
   std::string out_dir;
   bool resume = false;
-  std::string log_prefix;  // printed before progress lines, e.g. "fmnist-deit"
+  int max_epochs_this_run = 0;  // stop after this many epochs (0: run to `epochs`); resume later
+  std::string log_prefix;       // printed before progress lines, e.g. "fmnist-deit"
 };
 
 struct TrainResult {
   double test_top1 = 0;    // after the last epoch
   double wall_time_s = 0;  // this run, plus earlier runs when resumed
   int epochs_done = 0;
+  std::vector<double> step_losses;  // training loss of every step of this run
 };
 
 // `teacher` (optional) gives hard distillation labels for models with a dist head.

@@ -1,0 +1,39 @@
+// Pieces shared by the `vitq` subcommands: model flags and loading, error exit, label files,
+// and the preprocessing a model's card asks for.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "backends/model.h"
+#include "preprocessing/image.h"
+
+namespace vitq::cli {
+
+// Prints "vitq: error: MESSAGE" on stderr; returns the exit code 1.
+int Fail(const absl::Status& status);
+
+// Flags shared by every subcommand that loads a model.
+struct ModelFlags {
+  std::string model;
+  std::string arch;
+  std::string precision = "fp32";
+
+  // `allow_preset`: --model may also name an architecture preset (random weights).
+  void AddTo(CLI::App* app, bool allow_preset);
+};
+
+absl::StatusOr<std::unique_ptr<Model>> LoadFromFlags(const ModelFlags& f, bool allow_preset);
+
+// Class names, one per line (a trailing '\r' is dropped). NOT_FOUND when unreadable.
+absl::StatusOr<std::vector<std::string>> ReadLabels(const std::string& path);
+
+// The evaluation transform of the model card (input size, channels, crop, normalisation), so
+// that classify, eval and the server feed a model the numbers it was trained on.
+preprocessing::PreprocessOptions PreprocessOptionsFor(const ModelConfig& config);
+
+}  // namespace vitq::cli
