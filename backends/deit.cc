@@ -22,6 +22,10 @@ absl::StatusOr<std::unique_ptr<Model>> Deit::Create(const ModelConfig& c, Weight
   const int64_t head_dim = dim / c.num_heads;
   for (int64_t i = 0; i < c.depth; ++i) {
     const std::string p = absl::StrCat("blocks.", i, ".");
+    if (plan(p + "attn.matmul").precision == Precision::kInt8) {
+      return absl::UnimplementedError(
+          p + "attn.matmul: integer attention matmuls are not implemented yet");
+    }
     Block b;
     VITQ_ASSIGN_OR_RETURN(b.norm1, LayerNorm::Create(store, p + "norm1", dim, c.layer_norm_eps));
     VITQ_ASSIGN_OR_RETURN(b.qkv, LoadLinear(store, p + "attn.qkv", dim, 3 * dim, c.qkv_bias, plan));

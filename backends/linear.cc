@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "backends/bf16.h"
 #include "backends/dnnl_util.h"
+#include "backends/linear_kernels.h"
 
 namespace vitq {
 namespace {
@@ -124,6 +125,11 @@ class OnednnLinearKernel final : public LinearKernel {
 
 }  // namespace
 
+std::unique_ptr<LinearKernel> MakeFloatLinearKernel(const LinearParams& params, bool bf16,
+                                                    Activation activation) {
+  return std::make_unique<OnednnLinearKernel>(params, bf16 ? dt::bf16 : dt::f32, activation);
+}
+
 absl::StatusOr<std::unique_ptr<LinearKernel>> MakeLinearKernel(const LinearParams& params,
                                                                const QuantSpec& spec,
                                                                Activation activation) {
@@ -133,6 +139,17 @@ absl::StatusOr<std::unique_ptr<LinearKernel>> MakeLinearKernel(const LinearParam
         return std::make_unique<OnednnLinearKernel>(params, dt::f32, activation);
       case Precision::kBf16:
         return std::make_unique<OnednnLinearKernel>(params, dt::bf16, activation);
+      case Precision::kInt8: {
+        if (absl::Status s = ValidateSpec(spec); !s.ok()) return s;
+        if (!spec.weight_scales.empty() &&
+            static_cast<int64_t>(spec.weight_scales.size()) != params.weight.dim(0)) {
+          return absl::InvalidArgumentError(absl::StrCat(spec.weight_scales.size(),
+                                                         " weight scales for ",
+                                                         params.weight.dim(0), " output channels"));
+        }
+        return spec.fake_quant ? MakeFakeQuantLinearKernel(params, spec, activation)
+                               : MakeInt8LinearKernel(params, spec, activation);
+      }
     }
   } catch (const dnnl::error& e) {
     return absl::InternalError(absl::StrCat("oneDNN: ", e.what()));

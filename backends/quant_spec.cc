@@ -1,5 +1,7 @@
 #include "backends/quant_spec.h"
 
+#include <cmath>
+
 #include "absl/strings/str_cat.h"
 
 namespace vitq {
@@ -10,6 +12,8 @@ std::string PrecisionName(Precision p) {
       return "fp32";
     case Precision::kBf16:
       return "bf16";
+    case Precision::kInt8:
+      return "int8";
   }
   return "?";
 }
@@ -21,8 +25,42 @@ absl::StatusOr<Precision> ParsePrecision(const std::string& name) {
       absl::StrCat("unknown precision '", name, "' (expected fp32 or bf16)"));
 }
 
+std::string SpecName(const QuantSpec& spec) {
+  if (spec.precision != Precision::kInt8) return PrecisionName(spec.precision);
+  return absl::StrCat("w", spec.weight_bits, "a", spec.act.bits,
+                      spec.fake_quant ? "-fakequant" : "");
+}
+
+absl::Status ValidateSpec(const QuantSpec& spec) {
+  if (spec.precision != Precision::kInt8) return absl::OkStatus();
+  if (spec.weight_bits != 8 && spec.weight_bits != 4 && spec.weight_bits != 3 &&
+      spec.weight_bits != 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("weight bits must be 8, 4, 3 or 2, got ", spec.weight_bits));
+  }
+  if (spec.act.bits < 2 || spec.act.bits > 8) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("activation bits must be in [2, 8], got ", spec.act.bits));
+  }
+  if (!(spec.act.scale > 0) || !std::isfinite(spec.act.scale)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("activation scale must be positive and finite, got ", spec.act.scale));
+  }
+  if (spec.act.zero_point < 0 || spec.act.zero_point > spec.act.qmax()) {
+    return absl::InvalidArgumentError(absl::StrCat("activation zero point ", spec.act.zero_point,
+                                                   " outside [0, ", spec.act.qmax(), "]"));
+  }
+  for (float s : spec.weight_scales) {
+    if (!(s > 0) || !std::isfinite(s)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("weight scale must be positive and finite, got ", s));
+    }
+  }
+  return absl::OkStatus();
+}
+
 PrecisionPlan UniformPlan(Precision p) {
-  return [p](const std::string&) { return QuantSpec{p}; };
+  return [p](const std::string&) { return QuantSpec::Float(p); };
 }
 
 }  // namespace vitq

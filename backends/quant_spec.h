@@ -8,14 +8,18 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "backends/quantize.h"
 
 namespace vitq {
 
 enum class Precision {
   kFp32,  // fp32 weights and activations (oneDNN brgemm / sgemm)
   kBf16,  // bf16 weights and activations, fp32 accumulation and output (AVX512-BF16 / AMX)
+  kInt8,  // integer weights (8/4/3/2 bits, per channel) × integer activations (8/4 bits, per
+          // tensor)
 };
 
 std::string PrecisionName(Precision p);  // "fp32", "bf16"
@@ -23,7 +27,22 @@ absl::StatusOr<Precision> ParsePrecision(const std::string& name);
 
 struct QuantSpec {
   Precision precision = Precision::kFp32;
+  // kInt8 only:
+  int weight_bits = 8;               // 8, 4, 3 or 2; symmetric per output channel
+  std::vector<float> weight_scales;  // per output channel; empty: max-abs of the weights
+  ActQuant act;                      // the layer input's quantizer (2..8 bits, calibrated)
+  bool fake_quant = false;           // run the fp32 simulation of these quantizers (the oracle)
+
+  static QuantSpec Float(Precision p) {  // an fp32 or bf16 layer
+    QuantSpec spec;
+    spec.precision = p;
+    return spec;
+  }
 };
+
+// "w8a8" style name of an integer spec, PrecisionName otherwise.
+std::string SpecName(const QuantSpec& spec);
+absl::Status ValidateSpec(const QuantSpec& spec);
 
 // Chooses the QuantSpec of each layer by its checkpoint-style name, e.g.
 // "blocks.3.attn.qkv", "blocks.3.attn.matmul" (the two attention matmuls), "head".

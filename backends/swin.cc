@@ -150,6 +150,10 @@ absl::StatusOr<std::unique_ptr<Model>> Swin::Create(const ModelConfig& c, Weight
     const int64_t heads = c.stage_heads[s];
     for (int64_t j = 0; j < c.depths[s]; ++j) {
       const std::string p = absl::StrCat("layers.", s, ".blocks.", j, ".");
+      if (plan(p + "attn.matmul").precision == Precision::kInt8) {
+        return absl::UnimplementedError(
+            p + "attn.matmul: integer attention matmuls are not implemented yet");
+      }
       Block b;
       b.name = p;
       VITQ_ASSIGN_OR_RETURN(b.norm1, LayerNorm::Create(store, p + "norm1", dim, c.layer_norm_eps));

@@ -88,7 +88,7 @@ BENCHMARK(BM_Gelu)->UseRealTime();
 // One DeiT-S attention (batch 8) without the qkv / proj GEMMs.
 void BM_AttentionCore(benchmark::State& state) {
   const Precision p = state.range(0) ? Precision::kBf16 : Precision::kFp32;
-  AttentionCore attn(6, 64, QuantSpec{p});
+  AttentionCore attn(6, 64, QuantSpec::Float(p));
   const int64_t groups = 8, tokens = 197;
   std::vector<float> qkv(groups * tokens * 3 * 384), out(groups * tokens * 384);
   FillRandom(qkv.data(), qkv.size());

@@ -42,7 +42,8 @@ class LinearParamTest : public ::testing::TestWithParam<Shape3> {};
 TEST_P(LinearParamTest, Fp32MatchesNaive) {
   const auto [m, k, n] = GetParam();
   Tensor x = RandomTensor({m, k}, 1), w = RandomTensor({n, k}, 2, 0.1f), b = RandomTensor({n}, 3);
-  auto layer = Linear::Create("l", LinearParams{w.Clone(), b.Clone()}, QuantSpec{Precision::kFp32});
+  auto layer =
+      Linear::Create("l", LinearParams{w.Clone(), b.Clone()}, QuantSpec::Float(Precision::kFp32));
   ASSERT_TRUE(layer.ok()) << layer.status();
   Tensor y = layer->Forward(x);
   const std::vector<double> want = NaiveLinear(x, w, b);
@@ -53,7 +54,8 @@ TEST_P(LinearParamTest, Fp32MatchesNaive) {
 TEST_P(LinearParamTest, Bf16WithinBf16Rounding) {
   const auto [m, k, n] = GetParam();
   Tensor x = RandomTensor({m, k}, 4), w = RandomTensor({n, k}, 5, 0.1f), b = RandomTensor({n}, 6);
-  auto layer = Linear::Create("l", LinearParams{w.Clone(), b.Clone()}, QuantSpec{Precision::kBf16});
+  auto layer =
+      Linear::Create("l", LinearParams{w.Clone(), b.Clone()}, QuantSpec::Float(Precision::kBf16));
   ASSERT_TRUE(layer.ok());
   Tensor y = layer->Forward(x);
   const std::vector<double> want = NaiveLinear(x, w, b);
@@ -145,7 +147,7 @@ TEST(AttentionCoreTest, MatchesNaiveWithPeriodicBias) {
   for (int64_t e = 0; e < n * n; e += 5) bias[e] = -100.0f;  // masked pairs
   const std::vector<double> want = NaiveAttention(qkv, groups, n, heads, d, bias, bias_groups);
   for (Precision p : {Precision::kFp32, Precision::kBf16}) {
-    AttentionCore attn(heads, d, QuantSpec{p});
+    AttentionCore attn(heads, d, QuantSpec::Float(p));
     std::vector<float> out(groups * n * heads * d);
     attn.Forward(qkv.data(), groups, n, bias.data(), bias_groups, out.data());
     const double tol = p == Precision::kFp32 ? 1e-5 : 3e-2;

@@ -1,0 +1,29 @@
+// The LinearKernel implementations behind MakeLinearKernel (backends/linear.h).
+#pragma once
+
+#include <memory>
+
+#include "backends/linear.h"
+
+namespace vitq {
+
+// oneDNN fp32 or bf16 matmul.
+std::unique_ptr<LinearKernel> MakeFloatLinearKernel(const LinearParams& params, bool bf16,
+                                                    Activation activation);
+
+// oneDNN int8 matmul: the input is quantized to u8 with spec.act, weights are s8 per output
+// channel (values on the spec.weight_bits grid), scales and zero point fixed when each
+// primitive is created (runtime scales fall off the VNNI/AMX brgemm path: ONEDNN.md).
+std::unique_ptr<LinearKernel> MakeInt8LinearKernel(const LinearParams& params,
+                                                   const QuantSpec& spec, Activation activation);
+
+// The fp32 simulation of the same quantizers: fake-quantized input and dequantized weights
+// through the fp32 kernel. The oracle the integer kernels are tested against.
+std::unique_ptr<LinearKernel> MakeFakeQuantLinearKernel(const LinearParams& params,
+                                                        const QuantSpec& spec,
+                                                        Activation activation);
+
+// Weights of `params` quantized as `spec` says (given scales, or max-abs per channel).
+WeightQuant QuantizeLayerWeights(const LinearParams& params, const QuantSpec& spec);
+
+}  // namespace vitq

@@ -1,0 +1,56 @@
+// Uniform quantizers shared by the integer kernels, the fake-quant reference and calibration.
+//
+// Weights: symmetric, per output channel, b bits:  q = clamp(round(w / s), -(2^(b-1) - 1), 2^(b-1)
+// - 1)
+//          (the range is symmetric, -7..7 at 4 bits, so that q and -q are both representable).
+// Activations: asymmetric, per tensor, b bits:      q = clamp(round(x / s) + z, 0, 2^b - 1)
+// round() is round-half-to-even everywhere (std::nearbyint), as the integer kernels do, so the
+// fake-quant reference and the integer path see the same integers.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace vitq {
+
+struct ActQuant {
+  int bits = 8;
+  float scale = 1.0f;      // > 0
+  int32_t zero_point = 0;  // in [0, 2^bits - 1]
+  int32_t qmax() const { return (1 << bits) - 1; }
+};
+
+// Per-tensor asymmetric parameters covering [lo, hi] (always including 0, so that zero — padding,
+// ReLU-like outputs — is exact).
+ActQuant ActQuantFromRange(float lo, float hi, int bits);
+
+struct WeightQuant {
+  int bits = 8;
+  std::vector<float> scales;   // (N) per output channel, > 0
+  std::vector<int8_t> values;  // (N, K) row-major, |v| <= 2^(bits-1) - 1
+  int64_t rows = 0, cols = 0;
+  int32_t qmax() const { return (1 << (bits - 1)) - 1; }
+};
+
+// Max-abs per output channel of w: (N, K). An all-zero row gets scale 1 (any scale is exact).
+WeightQuant QuantizeWeights(const float* w, int64_t n, int64_t k, int bits);
+// Same with given scales (from an artifact or a scale search).
+WeightQuant QuantizeWeightsWithScales(const float* w, int64_t n, int64_t k, int bits,
+                                      std::vector<float> scales);
+
+// x (count) → u8 codes; x_fq = (q - z)·s for the fake-quant path.
+void QuantizeActivations(const float* x, int64_t count, const ActQuant& q, uint8_t* out);
+void FakeQuantActivations(const float* x, int64_t count, const ActQuant& q, float* out);
+// Dequantized weights (N, K): values · scale[n].
+std::vector<float> DequantizeWeights(const WeightQuant& w);
+
+// Packs signed codes of `bits` ∈ {8, 4, 3, 2} (two's complement in `bits` bits) into bytes,
+// little-endian bit order within a byte, no padding between values: ceil(count·bits/8) bytes.
+std::vector<uint8_t> PackSigned(const std::vector<int8_t>& values, int bits);
+// Inverse of PackSigned; INVALID_ARGUMENT if `packed` has the wrong size.
+absl::StatusOr<std::vector<int8_t>> UnpackSigned(const std::vector<uint8_t>& packed, int64_t count,
+                                                 int bits);
+
+}  // namespace vitq

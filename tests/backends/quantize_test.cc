@@ -1,0 +1,172 @@
+#include "backends/quantize.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "backends/linear.h"
+
+namespace vitq {
+namespace {
+
+TEST(PackTest, RoundTripsEveryBitWidth) {
+  std::mt19937 rng(1);
+  for (int bits : {8, 4, 3, 2}) {
+    const int qmax = (1 << (bits - 1)) - 1;
+    for (int64_t count : {1, 7, 8, 9, 1000, 1001}) {
+      std::uniform_int_distribution<int> d(bits == 8 ? -128 : -qmax - 1, qmax);
+      std::vector<int8_t> values(count);
+      for (auto& v : values) v = static_cast<int8_t>(d(rng));
+      const std::vector<uint8_t> packed = PackSigned(values, bits);
+      EXPECT_EQ(packed.size(), static_cast<size_t>((count * bits + 7) / 8));
+      auto back = UnpackSigned(packed, count, bits);
+      ASSERT_TRUE(back.ok());
+      EXPECT_EQ(*back, values) << bits << " bits, " << count << " values";
+    }
+  }
+}
+
+TEST(PackTest, KnownLayout) {
+  // 4-bit: low nibble first. -1 = 0xF, 3 = 0x3 → 0x3F.
+  EXPECT_EQ(PackSigned({-1, 3}, 4), (std::vector<uint8_t>{0x3F}));
+  // 2-bit: 1, -2, 0, -1 → codes 01 10 00 11 → 0b11001001.
+  EXPECT_EQ(PackSigned({1, -2, 0, -1}, 2), (std::vector<uint8_t>{0xC9}));
+}
+
+TEST(PackTest, WrongPackedSizeIsAnError) {
+  auto r = UnpackSigned({1, 2, 3}, 10, 4);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("3 bytes, 10 values need 5"), std::string::npos);
+}
+
+TEST(QuantizerTest, ActivationRangeKeepsZeroExact) {
+  const ActQuant q = ActQuantFromRange(-1.0f, 3.0f, 8);
+  EXPECT_FLOAT_EQ(q.scale, 4.0f / 255);
+  float zero = 0.0f, out;
+  FakeQuantActivations(&zero, 1, q, &out);
+  EXPECT_EQ(out, 0.0f);
+  const float x[3] = {-5.0f, 3.0f, 10.0f};
+  uint8_t codes[3];
+  QuantizeActivations(x, 3, q, codes);
+  EXPECT_EQ(codes[0], 0);  // clamped
+  EXPECT_EQ(codes[1], 255);
+  EXPECT_EQ(codes[2], 255);                                    // clamped
+  const ActQuant positive = ActQuantFromRange(2.0f, 6.0f, 4);  // range extended to include 0
+  EXPECT_EQ(positive.zero_point, 0);
+  EXPECT_FLOAT_EQ(positive.scale, 6.0f / 15);
+}
+
+TEST(QuantizerTest, WeightsPerChannelMaxAbs) {
+  const float w[6] = {0.6f, -1.0f, 0.25f,  //
+                      0.0f, 0.0f,  0.0f};
+  const WeightQuant q = QuantizeWeights(w, 2, 3, 4);
+  EXPECT_FLOAT_EQ(q.scales[0], 1.0f / 7);
+  EXPECT_EQ(q.scales[1], 1.0f);                                   // all-zero row
+  EXPECT_EQ(q.values, (std::vector<int8_t>{4, -7, 2, 0, 0, 0}));  // 4.2 → 4, 1.75 → 2
+}
+
+Tensor Random(Shape shape, uint32_t seed, float scale) {
+  Tensor t(std::move(shape));
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> n(0.0f, scale);
+  for (float& v : t.span()) v = n(rng);
+  return t;
+}
+
+struct Case {
+  int wbits, abits;
+  Activation activation;
+  bool accumulate;
+};
+
+class Int8LinearTest : public ::testing::TestWithParam<Case> {};
+
+// The integer kernel computes exactly the fake-quant reference's integers; only the fp32
+// accumulation order differs, so outputs agree to ~1e-5 of their magnitude.
+TEST_P(Int8LinearTest, MatchesFakeQuantReference) {
+  const Case c = GetParam();
+  for (auto [m, k, n] :
+       std::vector<std::array<int64_t, 3>>{{1, 64, 32}, {197, 384, 1152}, {33, 72, 17}}) {
+    Tensor x = Random({m, k}, 1, 1.0f), w = Random({n, k}, 2, 0.05f), b = Random({n}, 3, 0.5f);
+    for (int64_t i = 0; i < x.numel(); i += 7)
+      x.data()[i] += 2.0f;  // asymmetric range: nonzero zero point
+    QuantSpec spec;
+    spec.precision = Precision::kInt8;
+    spec.weight_bits = c.wbits;
+    spec.act = ActQuantFromRange(-3.0f, 5.0f, c.abits);
+    auto integer = Linear::Create("l", LinearParams{w.Clone(), b.Clone()}, spec, c.activation);
+    spec.fake_quant = true;
+    auto reference = Linear::Create("l", LinearParams{w.Clone(), b.Clone()}, spec, c.activation);
+    ASSERT_TRUE(integer.ok() && reference.ok()) << integer.status() << reference.status();
+    Tensor got({m, n}), want({m, n});
+    for (int64_t i = 0; i < m * n; ++i) got.data()[i] = want.data()[i] = 0.1f * (i % 13);
+    if (c.accumulate) {
+      integer->ForwardAdd(x.data(), m, got.data());
+      reference->ForwardAdd(x.data(), m, want.data());
+    } else {
+      integer->Forward(x.data(), m, got.data());
+      reference->Forward(x.data(), m, want.data());
+    }
+    float max_ref = 0;
+    for (int64_t i = 0; i < m * n; ++i) max_ref = std::max(max_ref, std::fabs(want.data()[i]));
+    for (int64_t i = 0; i < m * n; ++i)
+      ASSERT_NEAR(got.data()[i], want.data()[i], 2e-5f * max_ref + 1e-5f) << i;
+    const std::string impl = integer->Describe(m);
+    EXPECT_EQ(impl.find("ref"), std::string::npos) << impl;
+    EXPECT_EQ(impl.find("gemm:jit"), std::string::npos) << impl << " (the slow path)";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Bits, Int8LinearTest,
+    ::testing::Values(Case{8, 8, Activation::kNone, false}, Case{8, 8, Activation::kGelu, false},
+                      Case{8, 8, Activation::kNone, true}, Case{4, 8, Activation::kNone, false},
+                      Case{4, 4, Activation::kGelu, false}, Case{3, 3, Activation::kNone, true},
+                      Case{2, 2, Activation::kNone, false}));
+
+TEST(Int8LinearTest, FakeQuantW8A8IsCloseToFp32) {
+  Tensor x = Random({16, 128}, 4, 1.0f), w = Random({64, 128}, 5, 0.05f);
+  QuantSpec spec;
+  spec.precision = Precision::kInt8;
+  spec.act = ActQuantFromRange(-4.0f, 4.0f, 8);
+  auto q = Linear::Create("l", LinearParams{w.Clone(), Tensor()}, spec);
+  auto f = Linear::Create("l", LinearParams{w.Clone(), Tensor()}, QuantSpec{});
+  Tensor yq = q->Forward(x), yf = f->Forward(x);
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < yq.numel(); ++i) {
+    num += std::pow(yq.data()[i] - yf.data()[i], 2);
+    den += std::pow(yf.data()[i], 2);
+  }
+  EXPECT_LT(std::sqrt(num / den), 0.02);  // ~1% relative L2 error at 8 bits
+}
+
+TEST(Int8LinearTest, InvalidSpecsAreRejected) {
+  Tensor w = Random({4, 8}, 6, 0.1f);
+  QuantSpec spec;
+  spec.precision = Precision::kInt8;
+  spec.act = ActQuantFromRange(-1, 1, 8);
+  spec.weight_bits = 5;
+  EXPECT_NE(Linear::Create("blocks.0.mlp.fc1", LinearParams{w.Clone(), Tensor()}, spec)
+                .status()
+                .message()
+                .find("blocks.0.mlp.fc1: weight bits must be 8, 4, 3 or 2"),
+            std::string::npos);
+  spec.weight_bits = 8;
+  spec.act.scale = -1;
+  EXPECT_EQ(Linear::Create("l", LinearParams{w.Clone(), Tensor()}, spec).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  spec.act.scale = NAN;
+  EXPECT_EQ(Linear::Create("l", LinearParams{w.Clone(), Tensor()}, spec).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  spec.act = ActQuantFromRange(-1, 1, 8);
+  spec.weight_scales = {1.0f, 2.0f};  // 4 channels
+  EXPECT_NE(Linear::Create("l", LinearParams{w.Clone(), Tensor()}, spec)
+                .status()
+                .message()
+                .find("2 weight scales for 4"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace vitq
