@@ -123,7 +123,35 @@ class OnednnLinearKernel final : public LinearKernel {
   mutable std::vector<std::pair<memory::desc, std::shared_ptr<memory>>> weights_by_layout_;  // mu_
 };
 
+// Records every input in the observer, then runs the wrapped kernel (calibration).
+class ObservingKernel final : public LinearKernel {
+ public:
+  ObservingKernel(std::unique_ptr<LinearKernel> inner, std::shared_ptr<RangeObserver> observer,
+                  int64_t k)
+      : inner_(std::move(inner)), observer_(std::move(observer)), k_(k) {}
+  void Forward(const float* x, int64_t m, float* y) const override {
+    observer_->Observe(x, m * k_);
+    inner_->Forward(x, m, y);
+  }
+  void ForwardAdd(const float* x, int64_t m, float* y) const override {
+    observer_->Observe(x, m * k_);
+    inner_->ForwardAdd(x, m, y);
+  }
+  std::string Describe(int64_t m) const override { return "observe+" + inner_->Describe(m); }
+
+ private:
+  std::unique_ptr<LinearKernel> inner_;
+  std::shared_ptr<RangeObserver> observer_;
+  int64_t k_;
+};
+
 }  // namespace
+
+std::unique_ptr<LinearKernel> MakeObservingKernel(std::unique_ptr<LinearKernel> inner,
+                                                  std::shared_ptr<RangeObserver> observer,
+                                                  int64_t in_features) {
+  return std::make_unique<ObservingKernel>(std::move(inner), std::move(observer), in_features);
+}
 
 std::unique_ptr<LinearKernel> MakeFloatLinearKernel(const LinearParams& params, bool bf16,
                                                     Activation activation) {
@@ -134,6 +162,10 @@ absl::StatusOr<std::unique_ptr<LinearKernel>> MakeLinearKernel(const LinearParam
                                                                const QuantSpec& spec,
                                                                Activation activation) {
   try {
+    if (spec.observer) {
+      return MakeObservingKernel(MakeFloatLinearKernel(params, false, activation), spec.observer,
+                                 params.weight.dim(1));
+    }
     switch (spec.precision) {
       case Precision::kFp32:
         return std::make_unique<OnednnLinearKernel>(params, dt::f32, activation);

@@ -23,6 +23,11 @@ std::unique_ptr<LinearKernel> MakeFakeQuantLinearKernel(const LinearParams& para
                                                         const QuantSpec& spec,
                                                         Activation activation);
 
+// Feeds every input to `observer`, then runs `inner` (calibration).
+std::unique_ptr<LinearKernel> MakeObservingKernel(std::unique_ptr<LinearKernel> inner,
+                                                  std::shared_ptr<RangeObserver> observer,
+                                                  int64_t in_features);
+
 // Weights of `params` quantized as `spec` says (given scales, or max-abs per channel).
 WeightQuant QuantizeLayerWeights(const LinearParams& params, const QuantSpec& spec);
 

@@ -53,6 +53,8 @@ struct LoadOptions {
   // Architecture preset for a bare checkpoint without a model card (e.g. "swin_small").
   std::optional<std::string> arch;
   PrecisionPlan plan = UniformPlan(Precision::kFp32);
+  // Quantized artifacts: run integer layers through the fp32 simulation of their quantizers.
+  bool fake_quant = false;
 };
 
 // Reads `path` (safetensors) and its architecture: the card beside it (foo.yaml), or
@@ -63,6 +65,11 @@ absl::StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& path,
 // Resolves the architecture LoadModel would use for `path`.
 absl::StatusOr<ModelConfig> ResolveConfig(const std::string& path,
                                           const std::optional<std::string>& arch);
+
+// Writes the random weights RandomModel(config, seed) would use as a float checkpoint (timm
+// names) with its card beside it, e.g. to quantize a standard shape for benchmarks.
+absl::Status WriteRandomCheckpoint(const ModelConfig& config, uint64_t seed,
+                                   const std::string& path);
 
 // A random-initialised model of a preset's shape (benchmarks).
 absl::StatusOr<std::unique_ptr<Model>> RandomModel(const ModelConfig& config, uint64_t seed,

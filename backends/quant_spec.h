@@ -7,10 +7,12 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "backends/observer.h"
 #include "backends/quantize.h"
 
 namespace vitq {
@@ -32,6 +34,8 @@ struct QuantSpec {
   std::vector<float> weight_scales;  // per output channel; empty: max-abs of the weights
   ActQuant act;                      // the layer input's quantizer (2..8 bits, calibrated)
   bool fake_quant = false;           // run the fp32 simulation of these quantizers (the oracle)
+  // Calibration: run in fp32 and record the layer's inputs (any precision).
+  std::shared_ptr<RangeObserver> observer;
 
   static QuantSpec Float(Precision p) {  // an fp32 or bf16 layer
     QuantSpec spec;

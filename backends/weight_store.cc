@@ -7,6 +7,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "backends/artifact.h"
 
 namespace vitq {
 namespace {
@@ -105,6 +106,14 @@ absl::StatusOr<WeightStore> WeightStore::FromFile(std::shared_ptr<const Safetens
                                                   Arch arch) {
   WeightStore store;
   store.file_ = file;
+  if (IsQuantizedArtifact(*file)) {  // written by vitq quantize: timm names
+    auto info = ReadArtifactInfo(*file);
+    if (!info.ok()) return info.status();
+    store.quantized_layers_ = std::move(info->layers);
+    store.scheme_ = NamingScheme::kTimm;
+    store.to_file_ = [](const std::string& c) { return c; };
+    return store;
+  }
   const bool tv_vit = file->Has("class_token") || AnyStartsWith(*file, "encoder.layers.");
   const bool tv_swin = AnyStartsWith(*file, "features.");
   if (arch == Arch::kDeit) {
@@ -164,6 +173,20 @@ absl::StatusOr<Tensor> WeightStore::Take(const std::string& canonical, const Sha
     taken_elements_ += t.numel();
     taken_shapes_.emplace_back(canonical, expected);
     return t;
+  }
+  if (absl::EndsWith(canonical, ".weight")) {
+    const std::string layer = canonical.substr(0, canonical.size() - 7);
+    auto q = quantized_layers_.find(layer);
+    if (q != quantized_layers_.end()) {
+      auto t = ReadQuantizedWeight(*file_, layer, q->second.weight_bits, expected,
+                                   q->second.weight_scales);
+      if (!t.ok()) return t.status();
+      taken_.insert(layer + ".weight_q");
+      taken_.insert(layer + ".weight_scale");
+      taken_elements_ += t->numel();
+      taken_shapes_.emplace_back(canonical, expected);
+      return t;
+    }
   }
   const std::string name = to_file_(canonical);
   absl::StatusOr<TensorView> view = file_->Get(name);

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -16,6 +17,7 @@
 
 #include "absl/status/statusor.h"
 #include "backends/model_config.h"
+#include "backends/quant_spec.h"
 #include "backends/safetensors.h"
 #include "backends/tensor.h"
 
@@ -41,6 +43,9 @@ class WeightStore {
   absl::Status CheckAllUsed() const;
 
   NamingScheme scheme() const { return scheme_; }
+  // For a quantized artifact: the integer layers (their weight_scales are filled as their
+  // weights are taken). Empty for float checkpoints.
+  const std::map<std::string, QuantSpec>& quantized_layers() const { return quantized_layers_; }
   // Elements of all tensors taken so far (the model's parameter count).
   int64_t taken_elements() const { return taken_elements_; }
   // Every tensor taken so far, by canonical name, with its shape (in request order).
@@ -55,6 +60,7 @@ class WeightStore {
   uint64_t seed_ = 0;
   uint64_t draws_ = 0;
   int64_t taken_elements_ = 0;
+  std::map<std::string, QuantSpec> quantized_layers_;
   std::vector<std::pair<std::string, Shape>> taken_shapes_;
 };
 

@@ -2,9 +2,12 @@
 
 #include <cstdio>
 #include <fstream>
+#include <random>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "preprocessing/dataset.h"
 
 namespace vitq::cli {
 
@@ -22,8 +25,15 @@ void ModelFlags::AddTo(CLI::App* app, bool allow_preset) {
   app->add_option("--arch", arch,
                   "architecture preset for a bare checkpoint without model card (" +
                       absl::StrJoin(PresetNames(), ", ") + ")");
-  app->add_option("--precision,-p", precision, "precision of every layer: fp32 or bf16")
+  app->add_option(
+         "--precision,-p", precision,
+         "precision of every float layer: fp32 or bf16 (a quantized artifact's integer layers keep "
+         "their bits)")
       ->check(CLI::IsMember({"fp32", "bf16"}));
+  app->add_flag(
+      "--fake-quant", fake_quant,
+      "run a quantized artifact's integer layers as the fp32 simulation of their quantizers (the "
+      "reference the integer kernels are tested against)");
 }
 
 absl::StatusOr<std::unique_ptr<Model>> LoadFromFlags(const ModelFlags& f, bool allow_preset) {
@@ -38,6 +48,7 @@ absl::StatusOr<std::unique_ptr<Model>> LoadFromFlags(const ModelFlags& f, bool a
   LoadOptions options;
   if (!f.arch.empty()) options.arch = f.arch;
   options.plan = plan;
+  options.fake_quant = f.fake_quant;
   return LoadModel(f.model, options);
 }
 
@@ -61,6 +72,39 @@ preprocessing::PreprocessOptions PreprocessOptionsFor(const ModelConfig& config)
   options.std = config.preprocess.std;
   options.interpolation = config.preprocess.interpolation;
   return options;
+}
+
+}  // namespace vitq::cli
+
+namespace vitq::cli {
+
+absl::StatusOr<Tensor> LoadImages(const std::string& spec, const ModelConfig& config,
+                                  uint64_t seed) {
+  const int64_t c = config.in_chans, s = config.img_size;
+  if (spec.rfind("random:", 0) == 0) {
+    int64_t n = 0;
+    if (!absl::SimpleAtoi(spec.substr(7), &n) || n <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat("bad image count in '", spec, "'"));
+    }
+    Tensor images({n, c, s, s});
+    std::mt19937 rng(static_cast<uint32_t>(seed));
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    for (float& v : images.span()) v = normal(rng);
+    return images;
+  }
+  auto data = data::LoadDataset(spec);
+  if (!data.ok()) return data.status();
+  const preprocessing::PreprocessOptions options = PreprocessOptionsFor(config);
+  Tensor images({data->count, c, s, s});
+  std::vector<float> chw;
+  for (int64_t i = 0; i < data->count; ++i) {
+    absl::Status st =
+        preprocessing::PreprocessPixels(data->image(i), data->height, data->width, 1, options, chw);
+    if (!st.ok())
+      return absl::InvalidArgumentError(absl::StrCat(spec, ": image ", i, ": ", st.message()));
+    std::copy(chw.begin(), chw.end(), images.data() + i * c * s * s);
+  }
+  return images;
 }
 
 }  // namespace vitq::cli

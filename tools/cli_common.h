@@ -22,6 +22,7 @@ struct ModelFlags {
   std::string model;
   std::string arch;
   std::string precision = "fp32";
+  bool fake_quant = false;
 
   // `allow_preset`: --model may also name an architecture preset (random weights).
   void AddTo(CLI::App* app, bool allow_preset);
@@ -35,5 +36,10 @@ absl::StatusOr<std::vector<std::string>> ReadLabels(const std::string& path);
 // The evaluation transform of the model card (input size, channels, crop, normalisation), so
 // that classify, eval and the server feed a model the numbers it was trained on.
 preprocessing::PreprocessOptions PreprocessOptionsFor(const ModelConfig& config);
+
+// Images for calibration or benchmarks, (N, C, S, S) through the card's transform:
+// "fashion-mnist:train:N" (any dataset spec, data::LoadDataset) or "random:N" (standard normal).
+absl::StatusOr<Tensor> LoadImages(const std::string& spec, const ModelConfig& config,
+                                  uint64_t seed);
 
 }  // namespace vitq::cli

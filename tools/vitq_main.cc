@@ -20,6 +20,7 @@
 #include "preprocessing/image.h"
 #include "tools/cli_common.h"
 #include "tools/eval_command.h"
+#include "tools/quantize_command.h"
 
 namespace vitq::cli {
 namespace {
@@ -233,11 +234,15 @@ int main(int argc, char** argv) {
   EvalFlags eval_flags;
   CLI::App* eval = AddEvalCommand(app, eval_flags);
 
+  QuantizeFlags quantize_flags;
+  CLI::App* quantize = AddQuantizeCommand(app, quantize_flags);
+
   CLI11_PARSE(app, argc, argv);
   if (*info) return Info(info_flags);
   if (*run) return Run(run_flags, input_path, output_path);
   if (*bench) return Bench(bench_flags, bench_opts);
   if (*classify) return Classify(classify_flags, labels_path, topk, image_paths);
   if (*eval) return RunEval(eval_flags);
+  if (*quantize) return RunQuantize(quantize_flags);
   return 1;
 }

@@ -1,0 +1,53 @@
+// Quantized artifacts: one safetensors file that holds a model at a per-layer bit-width
+// configuration, self-described by its __metadata__ (docs/FORMAT.md, "Quantized artifacts").
+//
+//   vitq.format          "vitq-quantized"
+//   vitq.format_version  "1"
+//   vitq.card            the model card (YAML): architecture and preprocessing
+//   vitq.layers          JSON {layer: {precision, weight_bits, act_bits, granularity,
+//                               act_scale, act_zero_point}} for every quantized layer
+//   vitq.quantization    JSON: method, settings, calibration provenance, tool, accuracy
+// A quantized layer L stores L.weight_q (U8, rows packed separately: [N, ceil(K·bits/8)]) and
+// L.weight_scale (F32 [N]); every other tensor is a float tensor under its timm name.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "backends/model_config.h"
+#include "backends/quant_spec.h"
+#include "backends/safetensors.h"
+
+namespace vitq {
+
+inline constexpr char kArtifactFormat[] = "vitq-quantized";
+inline constexpr int kArtifactVersion = 1;
+
+struct ArtifactInfo {
+  std::string card_yaml;
+  std::map<std::string, QuantSpec> layers;  // integer layers; weight_scales filled by the loader
+  std::string quantization_json;            // provenance, as stored
+};
+
+bool IsQuantizedArtifact(const SafetensorsFile& file);
+
+// Parses and validates the metadata (version, JSON, bits, scales, zero points); errors name the
+// file and the layer.
+absl::StatusOr<ArtifactInfo> ReadArtifactInfo(const SafetensorsFile& file);
+
+// The dequantized float weight of integer layer `layer` in `expected` shape (N, ...), and its
+// per-channel scales. Checks dtype and shape of L.weight_q and L.weight_scale and every scale.
+absl::StatusOr<Tensor> ReadQuantizedWeight(const SafetensorsFile& file, const std::string& layer,
+                                           int bits, const Shape& expected,
+                                           std::vector<float>& scales);
+
+// Packs (N, K) codes row by row: [N, ceil(K·bits/8)].
+std::vector<uint8_t> PackRows(const std::vector<int8_t>& values, int64_t rows, int64_t cols,
+                              int bits);
+
+// The model card of `config` as YAML (round-trips through ParseModelCard).
+std::string ModelConfigToYaml(const ModelConfig& config);
+
+}  // namespace vitq

@@ -1,0 +1,56 @@
+#include "backends/observer.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace vitq {
+
+void RangeObserver::Observe(const float* x, int64_t count) {
+  if (count <= 0) return;
+  float lo = x[0], hi = x[0];
+  for (int64_t i = 1; i < count; ++i) {
+    lo = std::min(lo, x[i]);
+    hi = std::max(hi, x[i]);
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  min_ = seen_ ? std::min(min_, lo) : lo;
+  max_ = seen_ ? std::max(max_, hi) : hi;
+  for (int64_t i = 0; i < count; ++i, ++seen_) {  // reservoir sampling (Algorithm R)
+    if (sample_.size() < capacity_) {
+      sample_.push_back(x[i]);
+    } else {
+      const uint64_t j = rng_() % static_cast<uint64_t>(seen_ + 1);
+      if (j < capacity_) sample_[j] = x[i];
+    }
+  }
+}
+
+float RangeObserver::min() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return min_;
+}
+
+float RangeObserver::max() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return max_;
+}
+
+int64_t RangeObserver::seen() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return seen_;
+}
+
+std::pair<float, float> RangeObserver::PercentileRange(double pct) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (sample_.empty()) return {0.0f, 0.0f};
+  std::vector<float> s = sample_;
+  const double tail = (100.0 - pct) / 200.0;  // each side
+  const size_t lo_i = static_cast<size_t>(std::floor(tail * (s.size() - 1)));
+  const size_t hi_i = static_cast<size_t>(std::ceil((1.0 - tail) * (s.size() - 1)));
+  std::nth_element(s.begin(), s.begin() + lo_i, s.end());
+  const float lo = s[lo_i];
+  std::nth_element(s.begin(), s.begin() + hi_i, s.end());
+  return {lo, s[hi_i]};
+}
+
+}  // namespace vitq

@@ -1,0 +1,56 @@
+// Post-training quantization with simple calibration (min/max or percentile ranges of every
+// Linear layer's input) into a quantized artifact (backends/artifact.h). The paper methods
+// (liu2021, Q-ViT export) produce the same artifact with better scales.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "backends/quant_spec.h"
+#include "backends/tensor.h"
+
+namespace vitq::quant {
+
+struct LayerBits {
+  int weight_bits = 8;
+  int act_bits = 8;
+};
+
+// Which bits each Linear layer gets. A layer named in `layers` gets those bits; otherwise the
+// patch embedding and the classifier heads get `edge` (8/8 by default, as Q-ViT keeps them),
+// every other layer `all`.
+struct BitProfile {
+  LayerBits all;
+  LayerBits edge;
+  std::map<std::string, LayerBits> layers;
+  LayerBits For(const std::string& layer) const;
+};
+
+// Profile YAML:  {default: {wbits: 4, abits: 4}, edge: {wbits: 8, abits: 8},
+//                 layers: {blocks.0.mlp.fc1: {wbits: 8, abits: 8}}}
+absl::StatusOr<BitProfile> LoadBitProfile(const std::string& path, LayerBits defaults);
+
+struct PtqOptions {
+  std::string method = "minmax";  // minmax | percentile
+  double percentile = 99.99;      // central percent of input values kept (percentile)
+  BitProfile bits;
+  int64_t batch_size = 64;
+  std::string calib_spec;  // provenance: where the calibration images came from
+  uint64_t seed = 0;
+};
+
+struct PtqResult {
+  std::map<std::string, QuantSpec> layers;
+  int64_t calib_images = 0;
+};
+
+// Calibrates the float checkpoint at `model_path` on `calib` (N, C, H, W) and writes the
+// artifact to `output`.
+absl::StatusOr<PtqResult> QuantizeCheckpoint(const std::string& model_path,
+                                             const std::optional<std::string>& arch,
+                                             const Tensor& calib, const PtqOptions& options,
+                                             const std::string& output);
+
+}  // namespace vitq::quant

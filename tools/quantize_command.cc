@@ -1,0 +1,85 @@
+#include "tools/quantize_command.h"
+
+#include <cstdio>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "backends/model.h"
+#include "quant/ptq.h"
+#include "tools/cli_common.h"
+
+namespace vitq::cli {
+
+CLI::App* AddQuantizeCommand(CLI::App& app, QuantizeFlags& f) {
+  CLI::App* cmd = app.add_subcommand(
+      "quantize",
+      "Post-training quantization: calibrate a float checkpoint and write a quantized artifact\n"
+      "(integer Linear layers; patch embedding and heads at 8 bits unless a profile says "
+      "otherwise)");
+  cmd->add_option("--model,-m", f.model,
+                  "float checkpoint (.safetensors), or a preset for random weights")
+      ->required();
+  cmd->add_option("--arch", f.arch, "architecture preset for a bare checkpoint");
+  cmd->add_option("--method", f.method, "calibration: minmax (input min/max) or percentile")
+      ->check(CLI::IsMember({"minmax", "percentile"}));
+  cmd->add_option("--percentile", f.percentile,
+                  "central percent of inputs kept by --method percentile")
+      ->check(CLI::Range(50.0, 100.0));
+  cmd->add_option("--wbits", f.wbits, "weight bits of the transformer layers (8, 4, 3, 2)")
+      ->check(CLI::IsMember({8, 4, 3, 2}));
+  cmd->add_option("--abits", f.abits, "activation bits of the transformer layers (2..8)")
+      ->check(CLI::Range(2, 8));
+  cmd->add_option("--profile", f.profile, "per-layer bits (YAML: default, edge, layers)")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--calib", f.calib,
+                  "calibration images: fashion-mnist:train:N, idx:IMAGES,LABELS[:N], random:N");
+  cmd->add_option("--seed", f.seed, "seed of random:N images and of preset weights");
+  cmd->add_option("--output,-o", f.output, "artifact to write (.safetensors)")->required();
+  return cmd;
+}
+
+int RunQuantize(const QuantizeFlags& f) {
+  std::string model_path = f.model;
+  std::optional<std::string> arch;
+  if (!f.arch.empty()) arch = f.arch;
+  if (!f.model.ends_with(".safetensors")) {  // a preset: quantize its random weights
+    auto config = PresetConfig(f.model);
+    if (!config.ok()) return Fail(config.status());
+    model_path = f.output + ".float.safetensors";
+    if (absl::Status s = WriteRandomCheckpoint(*config, f.seed, model_path); !s.ok())
+      return Fail(s);
+    arch.reset();
+  }
+  auto config = ResolveConfig(model_path, arch);
+  if (!config.ok()) return Fail(config.status());
+  quant::PtqOptions o;
+  o.method = f.method;
+  o.percentile = f.percentile;
+  o.bits.all = {f.wbits, f.abits};
+  if (!f.profile.empty()) {
+    auto profile = quant::LoadBitProfile(f.profile, o.bits.all);
+    if (!profile.ok()) return Fail(profile.status());
+    o.bits = *profile;
+  }
+  o.calib_spec = f.calib;
+  o.seed = f.seed;
+  auto images = LoadImages(f.calib, *config, f.seed);
+  if (!images.ok()) return Fail(images.status());
+  auto result = quant::QuantizeCheckpoint(model_path, arch, *images, o, f.output);
+  if (model_path != f.model) {
+    std::filesystem::remove(model_path);
+    std::filesystem::remove(CardPathFor(model_path));
+  }
+  if (!result.ok()) return Fail(result.status());
+  int64_t bytes = std::filesystem::file_size(f.output);
+  std::printf("wrote %s: %zu integer layers, %lld calibration images (%s), %.2f MB\n",
+              f.output.c_str(), result->layers.size(), static_cast<long long>(result->calib_images),
+              f.calib.c_str(), bytes / 1e6);
+  for (const auto& [layer, spec] : result->layers) {
+    std::printf("  %-36s %s act_scale=%.6g zero_point=%d\n", layer.c_str(), SpecName(spec).c_str(),
+                spec.act.scale, spec.act.zero_point);
+  }
+  return 0;
+}
+
+}  // namespace vitq::cli

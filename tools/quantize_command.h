@@ -1,0 +1,25 @@
+// `vitq quantize`: post-training quantization of a float checkpoint into a quantized artifact.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <string>
+
+namespace vitq::cli {
+
+struct QuantizeFlags {
+  std::string model;  // float checkpoint, or a preset name (random weights, for benchmarks)
+  std::string arch;
+  std::string method = "minmax";
+  double percentile = 99.99;
+  int wbits = 8;
+  int abits = 8;
+  std::string profile;
+  std::string calib = "fashion-mnist:train:512";
+  uint64_t seed = 0;
+  std::string output;
+};
+
+CLI::App* AddQuantizeCommand(CLI::App& app, QuantizeFlags& flags);
+int RunQuantize(const QuantizeFlags& flags);
+
+}  // namespace vitq::cli
