@@ -102,14 +102,14 @@ std::vector<std::vector<std::string>> Deit::DescribeKernels(int64_t batch) const
   const int64_t tokens = grid * grid + config_.num_prefix_tokens(), rows = batch * tokens;
   std::vector<std::vector<std::string>> out;
   auto add = [&](const Linear& l, int64_t m) {
-    out.push_back({l.name(), PrecisionName(l.spec().precision), l.Describe(m)});
+    out.push_back({l.name(), SpecName(l.spec()), l.Describe(m)});
   };
   add(patch_embed_.proj(), batch * grid * grid);
   for (size_t i = 0; i < blocks_.size(); ++i) {
     const Block& b = blocks_[i];
     add(b.qkv, rows);
     out.push_back({absl::StrCat("blocks.", i, ".attn.matmul"),
-                   PrecisionName(b.attn.spec().precision), b.attn.Describe(batch, tokens)});
+                   SpecName(b.attn.spec()), b.attn.Describe(batch, tokens)});
     add(b.proj, rows);
     add(b.mlp.fc1(), rows);
     add(b.mlp.fc2(), rows);

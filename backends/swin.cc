@@ -254,7 +254,7 @@ Tensor Swin::Run(const Tensor& images) const {
 std::vector<std::vector<std::string>> Swin::DescribeKernels(int64_t batch) const {
   std::vector<std::vector<std::string>> out;
   auto add = [&](const Linear& l, int64_t m) {
-    out.push_back({l.name(), PrecisionName(l.spec().precision), l.Describe(m)});
+    out.push_back({l.name(), SpecName(l.spec()), l.Describe(m)});
   };
   const int64_t grid = config_.img_size / config_.patch_size;
   add(patch_embed_.proj(), batch * grid * grid);
@@ -263,7 +263,7 @@ std::vector<std::vector<std::string>> Swin::DescribeKernels(int64_t batch) const
     const int64_t groups = batch * num_windows(s), wrows = groups * window_ * window_;
     for (const Block& b : s.blocks) {
       add(b.qkv, wrows);
-      out.push_back({b.name + "attn.matmul", PrecisionName(b.attn.spec().precision),
+      out.push_back({b.name + "attn.matmul", SpecName(b.attn.spec()),
                      b.attn.Describe(groups, window_ * window_)});
       add(b.proj, wrows);
       add(b.mlp.fc1(), batch * s.height * s.width);

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <iostream>
 #include <numeric>
 #include <optional>
@@ -102,11 +103,16 @@ int Bench(const ModelFlags& f, const BenchFlags& b) {
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> uniform(-2.0f, 2.0f);
   for (float& v : images.span()) v = uniform(rng);
-  if (b.describe) {
-    for (const auto& row : (*model)->DescribeKernels(b.batch)) {
-      std::printf("kernel %-40s %-5s %s\n", row[0].c_str(), row[1].c_str(), row[2].c_str());
-    }
+  // The label is the precision most layers run at ("w8a8" for an artifact, else --precision).
+  std::map<std::string, int> precisions;
+  for (const auto& row : (*model)->DescribeKernels(b.batch)) {
+    if (b.describe) std::printf("kernel %-40s %-9s %s\n", row[0].c_str(), row[1].c_str(), row[2].c_str());
+    ++precisions[row[1]];
   }
+  const std::string label =
+      std::max_element(precisions.begin(), precisions.end(), [](const auto& a, const auto& b) {
+        return a.second < b.second;
+      })->first;
   for (int i = 0; i < b.warmup; ++i) (void)(*model)->Forward(images);
   std::vector<double> ms;
   for (int i = 0; i < b.iters; ++i) {
@@ -121,7 +127,7 @@ int Bench(const ModelFlags& f, const BenchFlags& b) {
   std::printf(
       "engine=vitq model=%s prec=%s bs=%lld threads=%d ms_per_batch=%.2f img_per_s=%.2f "
       "min_ms=%.2f max_ms=%.2f\n",
-      c.name.c_str(), f.precision.c_str(), (long long)b.batch, omp_get_max_threads(), median,
+      c.name.c_str(), label.c_str(), (long long)b.batch, omp_get_max_threads(), median,
       1000.0 * b.batch / median, ms.front(), ms.back());
   return 0;
 }
