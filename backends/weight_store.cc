@@ -1,10 +1,11 @@
 #include "backends/weight_store.h"
 
+#include <optional>
 #include <random>
-#include <regex>
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "backends/artifact.h"
@@ -19,66 +20,83 @@ bool AnyStartsWith(const SafetensorsFile& f, const std::string& prefix) {
   return false;
 }
 
-std::string Replace(const std::string& s, const std::regex& re, const std::string& fmt) {
-  return std::regex_replace(s, re, fmt);
+// A canonical name split as "<head>.<index>.<rest>", e.g. "blocks.3.mlp.fc1.weight" → (3,
+// "mlp.fc1.weight").
+struct Indexed {
+  int index = -1;
+  std::string rest;
+};
+std::optional<Indexed> AfterIndex(const std::string& name, const std::string& head) {
+  if (!absl::StartsWith(name, head)) return std::nullopt;
+  const size_t dot = name.find('.', head.size());
+  Indexed out;
+  if (dot == std::string::npos ||
+      !absl::SimpleAtoi(name.substr(head.size(), dot - head.size()), &out.index)) {
+    return std::nullopt;
+  }
+  out.rest = name.substr(dot + 1);
+  return out;
 }
 
-// torchvision VisionTransformer names. `mlp_suffix` is "0"/"3" (torchvision ≥ 0.14) or
-// "linear_1"/"linear_2" (older files).
+// "mlp.fc1.x" → "mlp.0.x", "mlp.fc2.x" → "mlp.3.x" (torchvision's MLP Sequential indices).
+std::string TorchvisionMlp(const std::string& rest) {
+  if (absl::StartsWith(rest, "mlp.fc1.")) return "mlp.0." + rest.substr(8);
+  if (absl::StartsWith(rest, "mlp.fc2.")) return "mlp.3." + rest.substr(8);
+  return rest;
+}
+
+// torchvision VisionTransformer names; `legacy_mlp`: "mlp.linear_1" / "mlp.linear_2" (files
+// older than torchvision 0.14) instead of "mlp.0" / "mlp.3".
 std::function<std::string(const std::string&)> TorchvisionVitNames(bool legacy_mlp) {
   return [legacy_mlp](const std::string& c) -> std::string {
-    static const std::regex block(R"(^blocks\.(\d+)\.(.*)$)");
-    std::smatch m;
     if (c == "cls_token") return "class_token";
     if (c == "pos_embed") return "encoder.pos_embedding";
     if (absl::StartsWith(c, "patch_embed.proj.")) return "conv_proj." + c.substr(17);
     if (absl::StartsWith(c, "norm.")) return "encoder.ln." + c.substr(5);
     if (absl::StartsWith(c, "head.")) return "heads.head." + c.substr(5);
-    if (!std::regex_match(c, m, block)) return c;
-    const std::string prefix = "encoder.layers.encoder_layer_" + m[1].str() + ".";
-    const std::string rest = m[2].str();
+    const std::optional<Indexed> block = AfterIndex(c, "blocks.");
+    if (!block) return c;
+    const std::string prefix = absl::StrCat("encoder.layers.encoder_layer_", block->index, ".");
+    const std::string& rest = block->rest;
     if (rest == "attn.qkv.weight") return prefix + "self_attention.in_proj_weight";
     if (rest == "attn.qkv.bias") return prefix + "self_attention.in_proj_bias";
     if (absl::StartsWith(rest, "attn.proj."))
       return prefix + "self_attention.out_proj." + rest.substr(10);
     if (absl::StartsWith(rest, "norm1.")) return prefix + "ln_1." + rest.substr(6);
     if (absl::StartsWith(rest, "norm2.")) return prefix + "ln_2." + rest.substr(6);
-    if (absl::StartsWith(rest, "mlp.fc1."))
-      return prefix + (legacy_mlp ? "mlp.linear_1." : "mlp.0.") + rest.substr(8);
-    if (absl::StartsWith(rest, "mlp.fc2."))
-      return prefix + (legacy_mlp ? "mlp.linear_2." : "mlp.3.") + rest.substr(8);
-    return prefix + rest;
+    if (legacy_mlp && absl::StartsWith(rest, "mlp.fc1."))
+      return prefix + "mlp.linear_1." + rest.substr(8);
+    if (legacy_mlp && absl::StartsWith(rest, "mlp.fc2."))
+      return prefix + "mlp.linear_2." + rest.substr(8);
+    return prefix + TorchvisionMlp(rest);
   };
 }
 
 // torchvision SwinTransformer: features.0 = patch embedding (conv, permute, norm),
 // features.{2i+1} = stage i blocks, features.{2i} = patch merging before stage i.
 std::string TorchvisionSwinName(const std::string& c) {
-  static const std::regex block(R"(^layers\.(\d+)\.blocks\.(\d+)\.(.*)$)");
-  static const std::regex down(R"(^layers\.(\d+)\.downsample\.(.*)$)");
-  std::smatch m;
   if (absl::StartsWith(c, "patch_embed.proj.")) return "features.0.0." + c.substr(17);
   if (absl::StartsWith(c, "patch_embed.norm.")) return "features.0.2." + c.substr(17);
   if (absl::StartsWith(c, "head.fc.")) return "head." + c.substr(8);
-  if (std::regex_match(c, m, block)) {
-    std::string rest = m[3].str();
-    rest = Replace(rest, std::regex(R"(^mlp\.fc1\.)"), "mlp.0.");
-    rest = Replace(rest, std::regex(R"(^mlp\.fc2\.)"), "mlp.3.");
-    return "features." + std::to_string(2 * std::stoi(m[1].str()) + 1) + "." + m[2].str() + "." +
-           rest;
+  const std::optional<Indexed> stage = AfterIndex(c, "layers.");
+  if (!stage) return c;
+  if (const std::optional<Indexed> block = AfterIndex(stage->rest, "blocks.")) {
+    return absl::StrCat("features.", 2 * stage->index + 1, ".", block->index, ".",
+                        TorchvisionMlp(block->rest));
   }
-  if (std::regex_match(c, m, down))
-    return "features." + std::to_string(2 * std::stoi(m[1].str())) + "." + m[2].str();
+  if (absl::StartsWith(stage->rest, "downsample.")) {
+    return absl::StrCat("features.", 2 * stage->index, ".", stage->rest.substr(11));
+  }
   return c;
 }
 
 // timm < 0.9 stored the merging layer at the end of the previous stage.
 std::string TimmLegacySwinName(const std::string& c) {
-  static const std::regex down(R"(^layers\.(\d+)\.downsample\.(.*)$)");
-  std::smatch m;
   if (absl::StartsWith(c, "head.fc.")) return "head." + c.substr(8);
-  if (std::regex_match(c, m, down))
-    return "layers." + std::to_string(std::stoi(m[1].str()) - 1) + ".downsample." + m[2].str();
+  const std::optional<Indexed> stage = AfterIndex(c, "layers.");
+  if (stage && absl::StartsWith(stage->rest, "downsample.")) {
+    return absl::StrCat("layers.", stage->index - 1, ".", stage->rest);
+  }
   return c;
 }
 
