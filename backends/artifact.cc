@@ -16,9 +16,30 @@ absl::Status LayerError(const SafetensorsFile& f, const std::string& layer,
   return absl::InvalidArgumentError(absl::StrCat(f.path(), ": layer '", layer, "': ", what));
 }
 
+absl::StatusOr<QuantSpec> ParseAttention(const SafetensorsFile& f, const std::string& layer,
+                                         const nlohmann::json& j) {
+  for (const char* key : {"qkv_bits", "probs_bits", "q_scale", "k_scale", "v_scale"}) {
+    if (!j.contains(key) || !j[key].is_number()) {
+      return LayerError(f, layer, absl::StrCat("missing number '", key, "'"));
+    }
+  }
+  QuantSpec spec;
+  spec.precision = Precision::kInt8;
+  spec.is_attention = true;
+  spec.attn.qkv_bits = j["qkv_bits"].get<int>();
+  spec.attn.probs_bits = j["probs_bits"].get<int>();
+  spec.attn.q_scale = j["q_scale"].get<float>();
+  spec.attn.k_scale = j["k_scale"].get<float>();
+  spec.attn.v_scale = j["v_scale"].get<float>();
+  if (absl::Status s = ValidateSpec(spec); !s.ok())
+    return LayerError(f, layer, std::string(s.message()));
+  return spec;
+}
+
 absl::StatusOr<QuantSpec> ParseLayer(const SafetensorsFile& f, const std::string& layer,
                                      const nlohmann::json& j) {
   if (!j.is_object()) return LayerError(f, layer, "entry is not an object");
+  if (j.value("kind", "linear") == "attention") return ParseAttention(f, layer, j);
   for (const char* key : {"weight_bits", "act_bits", "act_scale", "act_zero_point"}) {
     if (!j.contains(key) || !j[key].is_number())
       return LayerError(f, layer, absl::StrCat("missing number '", key, "'"));

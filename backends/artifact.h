@@ -5,7 +5,9 @@
 //   vitq.format_version  "1"
 //   vitq.card            the model card (YAML): architecture and preprocessing
 //   vitq.layers          JSON {layer: {precision, weight_bits, act_bits, granularity,
-//                               act_scale, act_zero_point}} for every quantized layer
+//                               act_scale, act_zero_point}} for every quantized Linear and
+//                        {precision, kind: "attention", qkv_bits, probs_bits, q_scale, k_scale,
+//                               v_scale} for every integer attention ("<block>.attn.matmul")
 //   vitq.quantization    JSON: method, settings, calibration provenance, tool, accuracy
 // A quantized layer L stores L.weight_q (U8, rows packed separately: [N, ceil(K·bits/8)]) and
 // L.weight_scale (F32 [N]); every other tensor is a float tensor under its timm name.

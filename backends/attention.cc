@@ -9,6 +9,7 @@
 #include "backends/bf16.h"
 #include "backends/dnnl_util.h"
 #include "backends/ops.h"
+#include "backends/quantize.h"
 #include "backends/tensor.h"
 
 namespace vitq {
@@ -38,22 +39,36 @@ struct BatchedMatmul {
   }
 };
 
-const BatchedMatmul& GetBatchedMatmul(int64_t batch, int64_t m, int64_t k, int64_t n,
-                                      bool b_transposed, dt data_type) {
-  using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, bool, dt>;
+// Operand types and the static output scale (integer matmuls) select the primitive.
+struct MatmulKey {
+  int64_t batch, m, k, n;
+  bool b_transposed;
+  dt a_type, b_type;
+  float out_scale;
+  auto Tie() const { return std::tie(batch, m, k, n, b_transposed, a_type, b_type, out_scale); }
+  bool operator<(const MatmulKey& o) const { return Tie() < o.Tie(); }
+};
+
+const BatchedMatmul& GetBatchedMatmul(const MatmulKey& key) {
   static std::mutex mu;
-  static std::map<Key, BatchedMatmul> cache;  // guarded by mu; entries never move (node map)
+  static std::map<MatmulKey, BatchedMatmul> cache;  // guarded by mu; entries never move (node map)
   std::lock_guard<std::mutex> lock(mu);
-  Key key{batch, m, k, n, b_transposed, data_type};
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
-  memory::desc a_md = dnnl_util::PlainDesc({batch, m, k}, data_type);
-  memory::desc b_md = b_transposed ? memory::desc({batch, k, n}, data_type, {n * k, 1, k})
-                                   : dnnl_util::PlainDesc({batch, k, n}, data_type);
+  const auto [batch, m, k, n, b_transposed, a_type, b_type, out_scale] = key;
+  memory::desc a_md = dnnl_util::PlainDesc({batch, m, k}, a_type);
+  memory::desc b_md = b_transposed ? memory::desc({batch, k, n}, b_type, {n * k, 1, k})
+                                   : dnnl_util::PlainDesc({batch, k, n}, b_type);
   memory::desc c_md = dnnl_util::PlainDesc({batch, m, n}, dt::f32);
-  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), dnnl_util::BaseAttr(),
-                                  dnnl_util::Engine());
+  dnnl::primitive_attr attr = dnnl_util::BaseAttr();
+  if (out_scale != 1.0f) attr.set_output_scales(0, {out_scale});  // static: keeps the brgemm path
+  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), attr, dnnl_util::Engine());
   return cache.emplace(key, BatchedMatmul{pd, dnnl::matmul(pd)}).first->second;
+}
+
+const BatchedMatmul& GetBatchedMatmul(int64_t batch, int64_t m, int64_t k, int64_t n,
+                                      bool b_transposed, dt data_type) {
+  return GetBatchedMatmul(MatmulKey{batch, m, k, n, b_transposed, data_type, data_type, 1.0f});
 }
 
 // Per-thread scratch buffers, grown on demand (one engine call per thread at a time).
@@ -106,6 +121,15 @@ void MergeHeads(const float* heads_out, int64_t groups, int64_t tokens, int64_t 
   }
 }
 
+// Softmax outputs lie in [0, 1]: unsigned codes with scale 1/(2^bits − 1), zero point 0.
+ActQuant ProbsQuant(int bits) {
+  ActQuant p;
+  p.bits = bits;
+  p.scale = 1.0f / static_cast<float>((1 << bits) - 1);
+  p.zero_point = 0;
+  return p;
+}
+
 }  // namespace
 
 void AttentionCore::Forward(const float* qkv, int64_t groups, int64_t tokens, const float* bias,
@@ -128,22 +152,76 @@ void AttentionCore::Forward(const float* qkv, int64_t groups, int64_t tokens, co
     SoftmaxRowsToBf16(scores, probs, gh * tokens, tokens, bias, bias_rows);
     GetBatchedMatmul(gh, tokens, tokens, head_dim_, false, dt::bf16)
         .Run(probs, q + 2 * qkv_count, heads_out);
+  } else if (spec_.precision == Precision::kInt8 && !spec_.fake_quant) {
+    ForwardInteger(qkv, groups, tokens, bias, bias_rows, scores, heads_out);
   } else {
     thread_local std::vector<float> qkv32_buf;
     float* q = Scratch(qkv32_buf, 3 * qkv_count);
     SplitHeads(qkv, groups, tokens, num_heads_, head_dim_, scale, q, q + qkv_count,
                q + 2 * qkv_count);
+    if (spec_.q_observer) {  // calibration
+      spec_.q_observer->Observe(q, qkv_count);
+      spec_.k_observer->Observe(q + qkv_count, qkv_count);
+      spec_.v_observer->Observe(q + 2 * qkv_count, qkv_count);
+    }
+    const bool fake =
+        spec_.precision == Precision::kInt8;  // the fp32 simulation of the integer path
+    if (fake) {
+      FakeQuantSymmetric(q, qkv_count, spec_.attn.q_scale, spec_.attn.qkv_bits);
+      FakeQuantSymmetric(q + qkv_count, qkv_count, spec_.attn.k_scale, spec_.attn.qkv_bits);
+      FakeQuantSymmetric(q + 2 * qkv_count, qkv_count, spec_.attn.v_scale, spec_.attn.qkv_bits);
+    }
     GetBatchedMatmul(gh, tokens, head_dim_, tokens, true, dt::f32).Run(q, q + qkv_count, scores);
     SoftmaxRows(scores, gh * tokens, tokens, bias, bias_rows);
+    if (fake) {
+      const ActQuant p = ProbsQuant(spec_.attn.probs_bits);
+      FakeQuantActivations(scores, gh * tokens * tokens, p, scores);
+    }
     GetBatchedMatmul(gh, tokens, tokens, head_dim_, false, dt::f32)
         .Run(scores, q + 2 * qkv_count, heads_out);
   }
   MergeHeads(heads_out, groups, tokens, num_heads_, head_dim_, out);
 }
 
+// q·kᵀ on s8×s8 and softmax·v on u8×s8, the dequantization scales fixed in each primitive.
+void AttentionCore::ForwardInteger(const float* qkv, int64_t groups, int64_t tokens,
+                                   const float* bias, int64_t bias_rows, float* scores,
+                                   float* heads_out) const {
+  const int64_t gh = groups * num_heads_, count = gh * tokens * head_dim_;
+  const QuantSpec::Attention& a = spec_.attn;
+  thread_local std::vector<float> qkv32_buf;
+  thread_local std::vector<int8_t> qkv8_buf;
+  thread_local std::vector<uint8_t> probs8_buf;
+  float* q = Scratch(qkv32_buf, 3 * count);
+  SplitHeads(qkv, groups, tokens, num_heads_, head_dim_,
+             1.0f / std::sqrt(static_cast<float>(head_dim_)), q, q + count, q + 2 * count);
+  int8_t* q8 = Scratch(qkv8_buf, 3 * count);
+  QuantizeSymmetric(q, count, a.q_scale, a.qkv_bits, q8);
+  QuantizeSymmetric(q + count, count, a.k_scale, a.qkv_bits, q8 + count);
+  QuantizeSymmetric(q + 2 * count, count, a.v_scale, a.qkv_bits, q8 + 2 * count);
+  GetBatchedMatmul(
+      MatmulKey{gh, tokens, head_dim_, tokens, true, dt::s8, dt::s8, a.q_scale * a.k_scale})
+      .Run(q8, q8 + count, scores);
+  SoftmaxRows(scores, gh * tokens, tokens, bias, bias_rows);
+  const ActQuant p = ProbsQuant(a.probs_bits);
+  uint8_t* probs = Scratch(probs8_buf, gh * tokens * tokens);
+  QuantizeActivations(scores, gh * tokens * tokens, p, probs);
+  GetBatchedMatmul(
+      MatmulKey{gh, tokens, tokens, head_dim_, false, dt::u8, dt::s8, p.scale * a.v_scale})
+      .Run(probs, q8 + 2 * count, heads_out);
+}
+
 std::string AttentionCore::Describe(int64_t groups, int64_t tokens) const {
-  const dt t = spec_.precision == Precision::kBf16 ? dt::bf16 : dt::f32;
   const int64_t gh = groups * num_heads_;
+  if (spec_.precision == Precision::kInt8 && !spec_.fake_quant) {
+    const QuantSpec::Attention& a = spec_.attn;
+    const float probs_scale = ProbsQuant(a.probs_bits).scale;
+    MatmulKey qk{gh, tokens, head_dim_, tokens, true, dt::s8, dt::s8, a.q_scale * a.k_scale};
+    MatmulKey pv{gh, tokens, tokens, head_dim_, false, dt::u8, dt::s8, probs_scale * a.v_scale};
+    return dnnl_util::ImplName(GetBatchedMatmul(qk).pd) + " | " +
+           dnnl_util::ImplName(GetBatchedMatmul(pv).pd);
+  }
+  const dt t = spec_.precision == Precision::kBf16 ? dt::bf16 : dt::f32;
   return dnnl_util::ImplName(GetBatchedMatmul(gh, tokens, head_dim_, tokens, true, t).pd) + " | " +
          dnnl_util::ImplName(GetBatchedMatmul(gh, tokens, tokens, head_dim_, false, t).pd);
 }

@@ -33,6 +33,9 @@ class AttentionCore {
   std::string Describe(int64_t groups, int64_t tokens) const;
 
  private:
+  void ForwardInteger(const float* qkv, int64_t groups, int64_t tokens, const float* bias,
+                      int64_t bias_rows, float* scores, float* heads_out) const;
+
   int64_t num_heads_ = 0;
   int64_t head_dim_ = 0;
   QuantSpec spec_;

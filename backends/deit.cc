@@ -22,14 +22,13 @@ absl::StatusOr<std::unique_ptr<Model>> Deit::Create(const ModelConfig& c, Weight
   const int64_t head_dim = dim / c.num_heads;
   for (int64_t i = 0; i < c.depth; ++i) {
     const std::string p = absl::StrCat("blocks.", i, ".");
-    if (plan(p + "attn.matmul").precision == Precision::kInt8) {
-      return absl::UnimplementedError(
-          p + "attn.matmul: integer attention matmuls are not implemented yet");
-    }
     Block b;
     VITQ_ASSIGN_OR_RETURN(b.norm1, LayerNorm::Create(store, p + "norm1", dim, c.layer_norm_eps));
     VITQ_ASSIGN_OR_RETURN(b.qkv, LoadLinear(store, p + "attn.qkv", dim, 3 * dim, c.qkv_bias, plan));
-    b.attn = AttentionCore(c.num_heads, head_dim, plan(p + "attn.matmul"));
+    const QuantSpec attn_spec = plan(p + "attn.matmul");
+    if (absl::Status s = ValidateSpec(attn_spec); !s.ok())
+      return absl::InvalidArgumentError(p + "attn.matmul: " + std::string(s.message()));
+    b.attn = AttentionCore(c.num_heads, head_dim, attn_spec);
     VITQ_ASSIGN_OR_RETURN(b.proj, LoadLinear(store, p + "attn.proj", dim, dim, true, plan));
     VITQ_ASSIGN_OR_RETURN(b.norm2, LayerNorm::Create(store, p + "norm2", dim, c.layer_norm_eps));
     VITQ_ASSIGN_OR_RETURN(b.mlp, Mlp::Create(store, p + "mlp", dim, c.mlp_hidden(dim), plan));
@@ -108,8 +107,8 @@ std::vector<std::vector<std::string>> Deit::DescribeKernels(int64_t batch) const
   for (size_t i = 0; i < blocks_.size(); ++i) {
     const Block& b = blocks_[i];
     add(b.qkv, rows);
-    out.push_back({absl::StrCat("blocks.", i, ".attn.matmul"),
-                   SpecName(b.attn.spec()), b.attn.Describe(batch, tokens)});
+    out.push_back({absl::StrCat("blocks.", i, ".attn.matmul"), SpecName(b.attn.spec()),
+                   b.attn.Describe(batch, tokens)});
     add(b.proj, rows);
     add(b.mlp.fc1(), rows);
     add(b.mlp.fc2(), rows);

@@ -27,12 +27,32 @@ absl::StatusOr<Precision> ParsePrecision(const std::string& name) {
 
 std::string SpecName(const QuantSpec& spec) {
   if (spec.precision != Precision::kInt8) return PrecisionName(spec.precision);
+  if (spec.is_attention) {
+    return absl::StrCat("a", spec.attn.qkv_bits, "p", spec.attn.probs_bits,
+                        spec.fake_quant ? "-fakequant" : "");
+  }
   return absl::StrCat("w", spec.weight_bits, "a", spec.act.bits,
                       spec.fake_quant ? "-fakequant" : "");
 }
 
+absl::Status ValidateAttentionSpec(const QuantSpec::Attention& a) {
+  for (int bits : {a.qkv_bits, a.probs_bits}) {
+    if (bits < 2 || bits > 8)
+      return absl::InvalidArgumentError(
+          absl::StrCat("attention bits must be in [2, 8], got ", bits));
+  }
+  for (float s : {a.q_scale, a.k_scale, a.v_scale}) {
+    if (!(s > 0) || !std::isfinite(s)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("attention q/k/v scale must be positive and finite, got ", s));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateSpec(const QuantSpec& spec) {
   if (spec.precision != Precision::kInt8) return absl::OkStatus();
+  if (spec.is_attention) return ValidateAttentionSpec(spec.attn);
   if (spec.weight_bits != 8 && spec.weight_bits != 4 && spec.weight_bits != 3 &&
       spec.weight_bits != 2) {
     return absl::InvalidArgumentError(

@@ -37,6 +37,19 @@ struct QuantSpec {
   // Calibration: run in fp32 and record the layer's inputs (any precision).
   std::shared_ptr<RangeObserver> observer;
 
+  // Attention matmuls (layer "<block>.attn.matmul") at kInt8: q (already × 1/√d), k and v
+  // quantized symmetric per tensor to `qkv_bits`, the softmax output unsigned to `probs_bits`
+  // with scale 1/(2^probs_bits − 1); QKᵀ and softmax·V run on integer operands.
+  struct Attention {
+    int qkv_bits = 8;
+    int probs_bits = 8;
+    float q_scale = 0, k_scale = 0, v_scale = 0;
+  };
+  bool is_attention = false;
+  Attention attn;
+  // Calibration of attention matmuls: observers of q (× 1/√d), k and v.
+  std::shared_ptr<RangeObserver> q_observer, k_observer, v_observer;
+
   static QuantSpec Float(Precision p) {  // an fp32 or bf16 layer
     QuantSpec spec;
     spec.precision = p;

@@ -65,6 +65,20 @@ void FakeQuantActivations(const float* x, int64_t count, const ActQuant& q, floa
     out[i] = (std::clamp(std::nearbyint(x[i] * inv) + zp, 0.0f, hi) - zp) * q.scale;
 }
 
+void QuantizeSymmetric(const float* x, int64_t count, float scale, int bits, int8_t* out) {
+  const float inv = 1.0f / scale, hi = static_cast<float>((1 << (bits - 1)) - 1);
+#pragma omp parallel for simd schedule(static) if (count > 65536)
+  for (int64_t i = 0; i < count; ++i)
+    out[i] = static_cast<int8_t>(std::clamp(std::nearbyint(x[i] * inv), -hi, hi));
+}
+
+void FakeQuantSymmetric(float* x, int64_t count, float scale, int bits) {
+  const float inv = 1.0f / scale, hi = static_cast<float>((1 << (bits - 1)) - 1);
+#pragma omp parallel for simd schedule(static) if (count > 65536)
+  for (int64_t i = 0; i < count; ++i)
+    x[i] = std::clamp(std::nearbyint(x[i] * inv), -hi, hi) * scale;
+}
+
 std::vector<float> DequantizeWeights(const WeightQuant& w) {
   std::vector<float> out(w.values.size());
   for (int64_t r = 0; r < w.rows; ++r) {

@@ -43,6 +43,11 @@ WeightQuant QuantizeWeightsWithScales(const float* w, int64_t n, int64_t k, int 
 // x (count) → u8 codes; x_fq = (q - z)·s for the fake-quant path.
 void QuantizeActivations(const float* x, int64_t count, const ActQuant& q, uint8_t* out);
 void FakeQuantActivations(const float* x, int64_t count, const ActQuant& q, float* out);
+// Symmetric per-tensor codes of x: clamp(round(x / scale), -(2^(b-1) - 1), 2^(b-1) - 1), and
+// their fp32 simulation (attention q, k, v).
+void QuantizeSymmetric(const float* x, int64_t count, float scale, int bits, int8_t* out);
+void FakeQuantSymmetric(float* x, int64_t count, float scale, int bits);
+
 // Dequantized weights (N, K): values · scale[n].
 std::vector<float> DequantizeWeights(const WeightQuant& w);
 

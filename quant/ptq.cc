@@ -2,8 +2,11 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <array>
+#include <cmath>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <tuple>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -43,6 +46,14 @@ ActQuant RangeFor(const RangeObserver& obs, const PtqOptions& o, int bits) {
   return ActQuantFromRange(obs.min(), obs.max(), bits);
 }
 
+// max |x| (or the percentile range's larger end) over the signed code range.
+float SymmetricScale(const RangeObserver& obs, const PtqOptions& o, int bits) {
+  float lo = obs.min(), hi = obs.max();
+  if (o.method == "percentile") std::tie(lo, hi) = obs.PercentileRange(o.percentile);
+  const float m = std::max(std::fabs(lo), std::fabs(hi));
+  return m > 0 ? m / static_cast<float>((1 << (bits - 1)) - 1) : 1.0f;
+}
+
 Tensor Slice(const Tensor& images, int64_t begin, int64_t count) {
   Shape shape = images.shape();
   shape[0] = count;
@@ -55,6 +66,13 @@ Tensor Slice(const Tensor& images, int64_t begin, int64_t count) {
 std::string LayersJson(const std::map<std::string, QuantSpec>& layers) {
   nlohmann::ordered_json j = nlohmann::ordered_json::object();
   for (const auto& [name, s] : layers) {
+    if (s.is_attention) {
+      j[name] = {{"precision", "int8"},         {"kind", "attention"},
+                 {"qkv_bits", s.attn.qkv_bits}, {"probs_bits", s.attn.probs_bits},
+                 {"q_scale", s.attn.q_scale},   {"k_scale", s.attn.k_scale},
+                 {"v_scale", s.attn.v_scale}};
+      continue;
+    }
     j[name] = {{"precision", "int8"},      {"weight_bits", s.weight_bits},
                {"act_bits", s.act.bits},   {"granularity", "per_channel"},
                {"act_scale", s.act.scale}, {"act_zero_point", s.act.zero_point}};
@@ -105,9 +123,17 @@ absl::StatusOr<PtqResult> QuantizeCheckpoint(const std::string& model_path,
   }
   // 1. The float model with an observer on every Linear's input.
   std::map<std::string, std::shared_ptr<RangeObserver>> observers;
-  const PrecisionPlan observe = [&observers](const std::string& layer) {
+  std::map<std::string, std::array<std::shared_ptr<RangeObserver>, 3>> qkv_observers;  // q, k, v
+  const PrecisionPlan observe = [&](const std::string& layer) {
     QuantSpec s = QuantSpec::Float(Precision::kFp32);
-    if (absl::EndsWith(layer, "attn.matmul")) return s;
+    if (absl::EndsWith(layer, "attn.matmul")) {
+      auto& obs = qkv_observers[layer];
+      for (auto& o : obs) o = std::make_shared<RangeObserver>();
+      s.q_observer = obs[0];
+      s.k_observer = obs[1];
+      s.v_observer = obs[2];
+      return s;
+    }
     s.observer = observers.emplace(layer, std::make_shared<RangeObserver>()).first->second;
     return s;
   };
@@ -128,6 +154,20 @@ absl::StatusOr<PtqResult> QuantizeCheckpoint(const std::string& model_path,
     s.act = RangeFor(*obs, o, bits.act_bits);
     VITQ_RETURN_IF_ERROR(ValidateSpec(s));
     result.layers[layer] = s;
+  }
+  if (o.quantize_attention) {
+    for (const auto& [layer, obs] : qkv_observers) {
+      const LayerBits bits = o.bits.For(layer);
+      QuantSpec s;
+      s.precision = Precision::kInt8;
+      s.is_attention = true;
+      s.attn.qkv_bits = s.attn.probs_bits = bits.act_bits;
+      s.attn.q_scale = SymmetricScale(*obs[0], o, bits.act_bits);
+      s.attn.k_scale = SymmetricScale(*obs[1], o, bits.act_bits);
+      s.attn.v_scale = SymmetricScale(*obs[2], o, bits.act_bits);
+      VITQ_RETURN_IF_ERROR(ValidateSpec(s));
+      result.layers[layer] = s;
+    }
   }
   // 3. The artifact: quantized weights of integer layers, every other tensor as float.
   VITQ_ASSIGN_OR_RETURN(WeightStore reread, WeightStore::FromFile(file, config.arch));

@@ -37,7 +37,8 @@ struct PtqOptions {
   double percentile = 99.99;      // central percent of input values kept (percentile)
   BitProfile bits;
   int64_t batch_size = 64;
-  std::string calib_spec;  // provenance: where the calibration images came from
+  bool quantize_attention = true;  // integer q·kᵀ and softmax·v (q, k, v, softmax output quantized)
+  std::string calib_spec;          // provenance: where the calibration images came from
   uint64_t seed = 0;
 };
 

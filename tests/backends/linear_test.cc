@@ -156,6 +156,44 @@ TEST(AttentionCoreTest, MatchesNaiveWithPeriodicBias) {
   }
 }
 
+// Integer q·kᵀ / softmax·v against the fp32 simulation of the same quantizers, and both close
+// to float attention at 8 bits.
+TEST(AttentionCoreTest, IntegerMatchesFakeQuant) {
+  const int64_t groups = 4, n = 49, heads = 2, d = 16, bias_groups = 2;
+  Tensor qkv_t = RandomTensor({groups * n * 3 * heads * d}, 21);
+  Tensor bias_t = RandomTensor({bias_groups * heads * n * n}, 22);
+  std::vector<float> qkv(qkv_t.data(), qkv_t.data() + qkv_t.numel());
+  std::vector<float> bias(bias_t.data(), bias_t.data() + bias_t.numel());
+  const std::vector<double> exact = NaiveAttention(qkv, groups, n, heads, d, bias, bias_groups);
+  for (int bits : {8, 4}) {
+    QuantSpec spec;
+    spec.precision = Precision::kInt8;
+    spec.is_attention = true;
+    spec.attn.qkv_bits = spec.attn.probs_bits = bits;
+    const float qmax = static_cast<float>((1 << (bits - 1)) - 1);
+    spec.attn.q_scale = 4.0f / std::sqrt(16.0f) / qmax;  // |q|/√d stays below ~1 for N(0,1) values
+    spec.attn.k_scale = spec.attn.v_scale = 4.0f / qmax;
+    AttentionCore integer(heads, d, spec);
+    spec.fake_quant = true;
+    AttentionCore fake(heads, d, spec);
+    std::vector<float> yi(groups * n * heads * d), yf(yi.size());
+    integer.Forward(qkv.data(), groups, n, bias.data(), bias_groups, yi.data());
+    fake.Forward(qkv.data(), groups, n, bias.data(), bias_groups, yf.data());
+    double err = 0, ref = 0;
+    for (size_t i = 0; i < yi.size(); ++i) {
+      ASSERT_NEAR(yi[i], yf[i], 1e-4) << bits << " bits, " << i;
+      err += std::pow(yf[i] - exact[i], 2);
+      ref += std::pow(exact[i], 2);
+    }
+    if (bits == 8) {
+      EXPECT_LT(std::sqrt(err / ref), 0.05) << "8-bit attention vs float";
+    }
+    const std::string impl = integer.Describe(groups, n);
+    EXPECT_EQ(impl.find("ref"), std::string::npos) << impl;
+    EXPECT_EQ(impl.find("gemm:jit"), std::string::npos) << impl;
+  }
+}
+
 TEST(AttentionCoreTest, NoBias) {
   const int64_t groups = 2, n = 197, heads = 2, d = 16;
   Tensor qkv_t = RandomTensor({groups * n * 3 * heads * d}, 14);

@@ -127,6 +127,10 @@ TEST_F(PtqTest, ArtifactDescribesItself) {
     EXPECT_FLOAT_EQ(info->layers.at(layer).act.scale, spec.act.scale) << layer;
     EXPECT_EQ(info->layers.at(layer).act.zero_point, spec.act.zero_point) << layer;
   }
+  const QuantSpec& attn = info->layers.at("layers.1.blocks.0.attn.matmul");
+  EXPECT_TRUE(attn.is_attention);
+  EXPECT_EQ(attn.attn.qkv_bits, 4);
+  EXPECT_GT(attn.attn.q_scale, 0);
   EXPECT_NE(info->quantization_json.find("\"method\":\"percentile\""), std::string::npos);
   EXPECT_NE(info->quantization_json.find("random:16"), std::string::npos);
   // 4-bit weights take half the bytes of 8-bit ones: [N, K/2].
@@ -187,6 +191,8 @@ TEST_F(PtqTest, CorruptArtifactsAreRejectedNamingTheLayer) {
   Rewrite(
       good, bad, [](Md& md, Ts&) { md.erase("vitq.card"); }, storage);
   expect("lacks vitq.card");
+  Rewrite(good, bad, edit_layers("\"q_scale\":", "\"q_scale\":-"), storage);
+  expect("attention q/k/v scale must be positive");
   Rewrite(
       good, bad, [](Md&, Ts& t) { t.erase("blocks.1.mlp.fc2.weight_scale"); }, storage);
   expect("layer 'blocks.1.mlp.fc2': missing weight_q or weight_scale");
