@@ -183,6 +183,18 @@ void AttentionCore::Forward(const float* qkv, int64_t groups, int64_t tokens, co
   MergeHeads(heads_out, groups, tokens, num_heads_, head_dim_, out);
 }
 
+absl::StatusOr<AttentionCore> AttentionCore::Create(const std::string& name, int64_t num_heads,
+                                                    int64_t head_dim, QuantSpec spec) {
+  if (spec.precision == Precision::kInt8 && !spec.is_attention) {
+    return absl::InvalidArgumentError(
+        name + ": an integer attention needs q/k/v quantizers (an attention spec)");
+  }
+  if (absl::Status s = ValidateSpec(spec); !s.ok()) {
+    return absl::InvalidArgumentError(name + ": " + std::string(s.message()));
+  }
+  return AttentionCore(num_heads, head_dim, std::move(spec));
+}
+
 // q·kᵀ on s8×s8 and softmax·v on u8×s8, the dequantization scales fixed in each primitive.
 void AttentionCore::ForwardInteger(const float* qkv, int64_t groups, int64_t tokens,
                                    const float* bias, int64_t bias_rows, float* scores,

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 
+#include "absl/status/statusor.h"
 #include "backends/quant_spec.h"
 
 namespace vitq {
@@ -18,6 +19,9 @@ class AttentionCore {
   AttentionCore() = default;
   AttentionCore(int64_t num_heads, int64_t head_dim, QuantSpec spec)
       : num_heads_(num_heads), head_dim_(head_dim), spec_(spec) {}
+  // Validates `spec` (an integer attention needs its q/k/v quantizers); errors start with `name`.
+  static absl::StatusOr<AttentionCore> Create(const std::string& name, int64_t num_heads,
+                                              int64_t head_dim, QuantSpec spec);
 
   // qkv:  (groups, tokens, 3·C) as the qkv Linear writes it, C = heads·head_dim,
   //       channel order [q | k | v], each [head][head_dim].

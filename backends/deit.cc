@@ -25,10 +25,8 @@ absl::StatusOr<std::unique_ptr<Model>> Deit::Create(const ModelConfig& c, Weight
     Block b;
     VITQ_ASSIGN_OR_RETURN(b.norm1, LayerNorm::Create(store, p + "norm1", dim, c.layer_norm_eps));
     VITQ_ASSIGN_OR_RETURN(b.qkv, LoadLinear(store, p + "attn.qkv", dim, 3 * dim, c.qkv_bias, plan));
-    const QuantSpec attn_spec = plan(p + "attn.matmul");
-    if (absl::Status s = ValidateSpec(attn_spec); !s.ok())
-      return absl::InvalidArgumentError(p + "attn.matmul: " + std::string(s.message()));
-    b.attn = AttentionCore(c.num_heads, head_dim, attn_spec);
+    VITQ_ASSIGN_OR_RETURN(b.attn, AttentionCore::Create(p + "attn.matmul", c.num_heads, head_dim,
+                                                        plan(p + "attn.matmul")));
     VITQ_ASSIGN_OR_RETURN(b.proj, LoadLinear(store, p + "attn.proj", dim, dim, true, plan));
     VITQ_ASSIGN_OR_RETURN(b.norm2, LayerNorm::Create(store, p + "norm2", dim, c.layer_norm_eps));
     VITQ_ASSIGN_OR_RETURN(b.mlp, Mlp::Create(store, p + "mlp", dim, c.mlp_hidden(dim), plan));

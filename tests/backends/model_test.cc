@@ -160,6 +160,24 @@ TEST_F(ModelFileTest, WrongInputShapeIsInvalidArgument) {
               "expects");
 }
 
+TEST(ModelPlanTest, IntegerAttentionWithoutQuantizersIsRejected) {
+  auto config = ParseModelCard(kDeitCard, ".");
+  ASSERT_TRUE(config.ok());
+  WeightStore store = WeightStore::Random(1);
+  const PrecisionPlan plan = [](const std::string& layer) {
+    QuantSpec s;
+    s.precision = Precision::kInt8;
+    s.act = ActQuantFromRange(-1, 1, 8);
+    return layer.ends_with("attn.matmul") ? s : QuantSpec::Float(Precision::kFp32);
+  };
+  auto model = BuildModel(*config, store, plan);
+  ASSERT_FALSE(model.ok());
+  EXPECT_NE(model.status().message().find(
+                "blocks.0.attn.matmul: an integer attention needs q/k/v quantizers"),
+            std::string::npos)
+      << model.status();
+}
+
 TEST(ModelCardTest, RejectsInvalidCards) {
   EXPECT_NE(ParseModelCard("arch: resnet\n", ".")
                 .status()
