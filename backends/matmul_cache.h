@@ -1,0 +1,59 @@
+// LinearMatmul: the oneDNN matmul behind a Linear layer, y = x·Wᵀ (+ bias) with fused post-ops,
+// shared by the float and integer kernels.
+//
+// One primitive per (row count M, accumulate) is created on first use, with the static
+// attributes the kernel gives (scales and zero points must be fixed at creation: runtime ones
+// drop oneDNN 2.6 off its brgemm kernels, ONEDNN.md). Weights are reordered once into each layout
+// oneDNN asks for, and shared by every M that wants it. Thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "backends/linear.h"
+#include "oneapi/dnnl/dnnl.hpp"
+
+namespace vitq {
+
+class LinearMatmul {
+ public:
+  struct Options {
+    dnnl::memory::data_type src_type;
+    dnnl::memory::data_type weight_type;
+    int64_t n = 0, k = 0;
+    Activation activation = Activation::kNone;
+    // Adds kernel-specific static attributes (output scales, zero points) to every primitive.
+    std::function<void(dnnl::primitive_attr&)> add_attributes;
+  };
+  // `weights`: (N, K) row-major in options.weight_type; `bias`: N floats or empty. Both are copied.
+  LinearMatmul(Options options, const void* weights, std::vector<float> bias);
+
+  // y (+)= matmul(src (m, K) in src_type); accumulate adds to y's contents (a sum post-op).
+  void Run(const void* src, int64_t m, float* y, bool accumulate) const;
+  std::string Describe(int64_t m) const;  // oneDNN's implementation name for `m` rows
+
+ private:
+  struct Entry {
+    dnnl::matmul::primitive_desc pd;
+    dnnl::matmul prim;
+    std::shared_ptr<dnnl::memory> weights;
+  };
+  const Entry& EntryFor(int64_t m, bool accumulate) const;
+  std::shared_ptr<dnnl::memory> WeightsIn(const dnnl::memory::desc& md) const;  // needs mu_
+
+  Options options_;
+  std::vector<uint8_t> plain_weights_;  // (N, K) row-major
+  std::vector<float> bias_;
+  mutable std::mutex mu_;
+  mutable std::map<std::pair<int64_t, bool>, Entry> entries_;  // guarded by mu_
+  mutable std::vector<std::pair<dnnl::memory::desc, std::shared_ptr<dnnl::memory>>>
+      weights_by_layout_;  // mu_
+};
+
+}  // namespace vitq
