@@ -13,14 +13,7 @@ void TaskBase::Complete(absl::Status status) {
   if (done) done(std::move(status));
 }
 
-namespace internal {
-namespace {
-
-absl::Status Draining(const std::string& name) {
-  return absl::UnavailableError(absl::StrCat("variant ", name, " is draining"));
-}
-
-absl::Status ValidateOptions(const BatcherOptions& o) {
+absl::Status ValidateBatcherOptions(const BatcherOptions& o) {
   const std::string where = absl::StrCat("batcher options of variant ", o.name, ": ");
   if (o.max_batch_size < 1) {
     return absl::InvalidArgumentError(
@@ -42,6 +35,13 @@ absl::Status ValidateOptions(const BatcherOptions& o) {
         absl::StrCat(where, "priority_levels must be >= 1, got ", o.priority_levels));
   }
   return absl::OkStatus();
+}
+
+namespace internal {
+namespace {
+
+absl::Status Draining(const std::string& name) {
+  return absl::UnavailableError(absl::StrCat("variant ", name, " is draining"));
 }
 
 BatchingRule MakeRule(const BatcherOptions& options) {
@@ -106,7 +106,7 @@ BatcherCore::BatcherCore(const BatcherOptions& options, BatchingRule rule,
 
 absl::StatusOr<std::unique_ptr<BatcherCore>> BatcherCore::Create(const BatcherOptions& options,
                                                                  ProcessBatchFn process_batch) {
-  if (absl::Status valid = ValidateOptions(options); !valid.ok()) return valid;
+  if (absl::Status valid = ValidateBatcherOptions(options); !valid.ok()) return valid;
   if (!process_batch) {
     return absl::InvalidArgumentError(
         absl::StrCat("batcher for variant ", options.name, " needs a ProcessBatch callback"));

@@ -128,6 +128,9 @@ struct BatcherOptions {
   BatchObserver* observer = nullptr;
 };
 
+// INVALID_ARGUMENT naming the variant and the field when `options` are out of range.
+absl::Status ValidateBatcherOptions(const BatcherOptions& options);
+
 namespace internal {
 class BatcherCore;
 }  // namespace internal
