@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "backends/quantize.h"
 
 namespace vitq {
@@ -86,6 +87,9 @@ absl::StatusOr<ArtifactInfo> ReadArtifactInfo(const SafetensorsFile& f) {
         absl::StrCat(f.path(), ": metadata lacks vitq.card or vitq.layers"));
   info.card_yaml = *card;
   if (const std::string* q = get("vitq.quantization")) info.quantization_json = *q;
+  if (const std::string* labels = get("vitq.labels")) {
+    info.labels = absl::StrSplit(*labels, '\n', absl::SkipEmpty());
+  }
   const nlohmann::json j = nlohmann::json::parse(*layers, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) {
     return absl::InvalidArgumentError(

@@ -9,6 +9,7 @@
 //                        {precision, kind: "attention", qkv_bits, probs_bits, q_scale, k_scale,
 //                               v_scale} for every integer attention ("<block>.attn.matmul")
 //   vitq.quantization    JSON: method, settings, calibration provenance, tool, accuracy
+//   vitq.labels          class names, one per line (optional)
 // A quantized layer L stores L.weight_q (U8, rows packed separately: [N, ceil(K·bits/8)]) and
 // L.weight_scale (F32 [N]); every other tensor is a float tensor under its timm name.
 #pragma once
@@ -31,6 +32,7 @@ struct ArtifactInfo {
   std::string card_yaml;
   std::map<std::string, QuantSpec> layers;  // integer layers; weight_scales filled by the loader
   std::string quantization_json;            // provenance, as stored
+  std::vector<std::string> labels;          // class names (vitq.labels, one per line), may be empty
 };
 
 bool IsQuantizedArtifact(const SafetensorsFile& file);

@@ -49,6 +49,7 @@ absl::StatusOr<ModelConfig> ResolveConfig(const std::string& path,
       return absl::InvalidArgumentError(
           absl::StrCat(path, ": vitq.card: ", config.status().message()));
     }
+    config->label_names = info->labels;
     return config;
   }
   const std::string card = CardPathFor(path);

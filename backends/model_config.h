@@ -55,6 +55,7 @@ struct ModelConfig {
 
   PreprocessConfig preprocess;
   std::string labels_path;                   // resolved against the card's folder
+  std::vector<std::string> label_names;      // embedded class names (quantized artifacts)
   std::map<std::string, std::string> extra;  // other card keys, as YAML text
 
   int64_t mlp_hidden(int64_t dim) const { return static_cast<int64_t>(dim * mlp_ratio); }

@@ -5,7 +5,9 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <tuple>
 
 #include "absl/strings/match.h"
@@ -204,6 +206,12 @@ absl::StatusOr<PtqResult> QuantizeCheckpoint(const std::string& model_path,
   writer.SetMetadata("vitq.card", ModelConfigToYaml(config));
   writer.SetMetadata("vitq.layers", LayersJson(result.layers));
   writer.SetMetadata("vitq.quantization", provenance.dump());
+  if (!config.labels_path.empty()) {  // the artifact carries its class names
+    std::ifstream labels(config.labels_path);
+    std::stringstream text;
+    text << labels.rdbuf();
+    if (labels) writer.SetMetadata("vitq.labels", text.str());
+  }
   VITQ_RETURN_IF_ERROR(writer.WriteFile(output));
   return result;
 }

@@ -78,6 +78,14 @@ preprocessing::PreprocessOptions PreprocessOptionsFor(const ModelConfig& config)
 
 namespace vitq::cli {
 
+absl::StatusOr<std::vector<std::string>> ClassNamesFor(const ModelConfig& config,
+                                                       const std::string& override_path) {
+  if (!override_path.empty()) return ReadLabels(override_path);
+  if (!config.label_names.empty()) return config.label_names;
+  if (!config.labels_path.empty()) return ReadLabels(config.labels_path);
+  return std::vector<std::string>();
+}
+
 absl::StatusOr<Tensor> LoadImages(const std::string& spec, const ModelConfig& config,
                                   uint64_t seed) {
   const int64_t c = config.in_chans, s = config.img_size;

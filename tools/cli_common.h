@@ -33,6 +33,11 @@ absl::StatusOr<std::unique_ptr<Model>> LoadFromFlags(const ModelFlags& f, bool a
 // Class names, one per line (a trailing '\r' is dropped). NOT_FOUND when unreadable.
 absl::StatusOr<std::vector<std::string>> ReadLabels(const std::string& path);
 
+// The class names to show for `config`: from `override_path` if given, else the names embedded
+// in a quantized artifact, else the card's labels file; empty when there are none.
+absl::StatusOr<std::vector<std::string>> ClassNamesFor(const ModelConfig& config,
+                                                       const std::string& override_path);
+
 // The evaluation transform of the model card (input size, channels, crop, normalisation), so
 // that classify, eval and the server feed a model the numbers it was trained on.
 preprocessing::PreprocessOptions PreprocessOptionsFor(const ModelConfig& config);

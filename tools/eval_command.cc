@@ -245,14 +245,9 @@ int RunEval(const EvalFlags& flags) {
   const preprocessing::PreprocessOptions options = PreprocessOptionsFor(config);
   if (absl::Status s = CheckCompatible(config, *data, options); !s.ok()) return Fail(s);
 
-  const std::string labels_path =
-      flags.labels_path.empty() ? config.labels_path : flags.labels_path;
-  std::vector<std::string> file_names;
-  if (!labels_path.empty()) {
-    absl::StatusOr<std::vector<std::string>> names = ReadLabels(labels_path);
-    if (!names.ok()) return Fail(names.status());
-    file_names = std::move(*names);
-  }
+  absl::StatusOr<std::vector<std::string>> names = ClassNamesFor(config, flags.labels_path);
+  if (!names.ok()) return Fail(names.status());
+  const std::vector<std::string> file_names = std::move(*names);
 
   absl::StatusOr<EvalResult> result =
       Evaluate(**model, *data, options, flags.batch, !flags.logits_out.empty());

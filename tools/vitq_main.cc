@@ -7,8 +7,8 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
-#include <map>
 #include <iostream>
+#include <map>
 #include <numeric>
 #include <optional>
 #include <random>
@@ -106,7 +106,8 @@ int Bench(const ModelFlags& f, const BenchFlags& b) {
   // The label is the precision most layers run at ("w8a8" for an artifact, else --precision).
   std::map<std::string, int> precisions;
   for (const auto& row : (*model)->DescribeKernels(b.batch)) {
-    if (b.describe) std::printf("kernel %-40s %-9s %s\n", row[0].c_str(), row[1].c_str(), row[2].c_str());
+    if (b.describe)
+      std::printf("kernel %-40s %-9s %s\n", row[0].c_str(), row[1].c_str(), row[2].c_str());
     ++precisions[row[1]];
   }
   const std::string label =
@@ -138,13 +139,9 @@ int Classify(const ModelFlags& f, std::string labels_path, int topk,
   absl::StatusOr<std::unique_ptr<Model>> model = LoadFromFlags(f, /*allow_preset=*/false);
   if (!model.ok()) return Fail(model.status());
   const ModelConfig& c = (*model)->config();
-  if (labels_path.empty()) labels_path = c.labels_path;
-  std::vector<std::string> labels;
-  if (!labels_path.empty()) {
-    absl::StatusOr<std::vector<std::string>> l = ReadLabels(labels_path);
-    if (!l.ok()) return Fail(l.status());
-    labels = std::move(*l);
-  }
+  absl::StatusOr<std::vector<std::string>> names = ClassNamesFor(c, labels_path);
+  if (!names.ok()) return Fail(names.status());
+  const std::vector<std::string> labels = std::move(*names);
   const preprocessing::PreprocessOptions opt = PreprocessOptionsFor(c);
   int failures = 0;
   for (const std::string& path : images) {

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <random>
 
 #include "backends/artifact.h"
@@ -222,6 +223,22 @@ TEST_F(PtqTest, CorruptArtifactsAreRejectedNamingTheLayer) {
   fs::copy_file(good, bad, fs::copy_options::overwrite_existing);
   fs::resize_file(bad, fs::file_size(good) - 100);
   expect("outside the");
+}
+
+TEST_F(PtqTest, ArtifactCarriesTheClassNames) {
+  std::ofstream(dir_ / "labels.txt")
+      << "zero\none\ntwo\nthree\nfour\nfive\nsix\nseven\neight\nnine\n";
+  const std::string card = std::string(kDeit) + "labels: labels.txt\n";
+  const std::string fp = FloatCheckpoint(card.c_str(), "fp");
+  std::ofstream(dir_ / "fp.yaml") << card;  // WriteRandomCheckpoint's card has no labels
+  const std::string out = (dir_ / "q.safetensors").string();
+  ASSERT_TRUE(
+      quant::QuantizeCheckpoint(fp, std::nullopt, Images(8, 1), quant::PtqOptions{}, out).ok());
+  fs::remove(dir_ / "labels.txt");  // the artifact must not need the file any more
+  auto config = ResolveConfig(out, std::nullopt);
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_EQ(config->label_names.size(), 10u);
+  EXPECT_EQ(config->label_names[3], "three");
 }
 
 TEST_F(PtqTest, QuantizingAnArtifactAgainIsAnError) {
