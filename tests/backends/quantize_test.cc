@@ -6,6 +6,7 @@
 #include <random>
 
 #include "backends/linear.h"
+#include "backends/observer.h"
 
 namespace vitq {
 namespace {
@@ -166,6 +167,41 @@ TEST(Int8LinearTest, InvalidSpecsAreRejected) {
                 .message()
                 .find("2 weight scales for 4"),
             std::string::npos);
+}
+
+}  // namespace
+}  // namespace vitq
+
+namespace vitq {
+namespace {
+
+TEST(RangeObserverTest, MinMaxAndPercentiles) {
+  RangeObserver obs(/*sample_size=*/100000);
+  std::vector<float> x(10001);
+  for (int i = 0; i <= 10000; ++i)
+    x[i] = static_cast<float>(i) - 5000.0f;  // uniform in [-5000, 5000]
+  obs.Observe(x.data(), 5000);
+  obs.Observe(x.data() + 5000, 5001);
+  EXPECT_EQ(obs.min(), -5000.0f);
+  EXPECT_EQ(obs.max(), 5000.0f);
+  EXPECT_EQ(obs.seen(), 10001);
+  const auto [lo, hi] = obs.PercentileRange(99.0);  // drops 0.5% on each side
+  EXPECT_NEAR(lo, -4950.0f, 2.0f);
+  EXPECT_NEAR(hi, 4950.0f, 2.0f);
+  const auto [all_lo, all_hi] = obs.PercentileRange(100.0);
+  EXPECT_EQ(all_lo, -5000.0f);
+  EXPECT_EQ(all_hi, 5000.0f);
+}
+
+TEST(RangeObserverTest, ReservoirKeepsAUniformSample) {
+  RangeObserver obs(/*sample_size=*/1000);
+  std::vector<float> x(100000);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i);
+  obs.Observe(x.data(), static_cast<int64_t>(x.size()));
+  // The median of a uniform sample of [0, 1e5) is near 5e4 (±5% at 1000 samples).
+  const auto [lo, hi] = obs.PercentileRange(0.0);  // both ends at the median
+  EXPECT_NEAR(lo, 50000.0f, 5000.0f);
+  EXPECT_NEAR(hi, 50000.0f, 5000.0f);
 }
 
 }  // namespace
