@@ -3,7 +3,9 @@
 
 1. engine vs LibTorch: `vitq eval --logits-out` and `vitq-train predict` on the first N test images
    agree within 1e-3 (max abs logit difference) and on top-1 for >= 99.9% of the images;
-2. accuracy: `vitq eval --limit 1000` is within 1 point of the card's training.test_top1.
+2. accuracy: `vitq eval` on all 10,000 test images is within 0.5 point of the card's
+   training.test_top1 (the first 1,000 images alone are not a fair sample: 92.2% vs 90.4% for
+   fmnist-deit).
 """
 import argparse
 import os
@@ -44,12 +46,12 @@ def main():
     agree = float((ref.argmax(1) == got.argmax(1)).mean())
     print("parity: %d images, max_abs_err=%.3g, top1_agree=%.4f" % (len(ref), err, agree))
     ok = err <= 1e-3 and agree >= 0.999
-    out = subprocess.run([args.vitq, "eval", "--model", args.model, "--dataset", "fashion-mnist:test",
-                          "--limit", "1000"], check=True, capture_output=True, text=True).stdout
+    out = subprocess.run([args.vitq, "eval", "--model", args.model, "--dataset", "fashion-mnist:test"],
+                         check=True, capture_output=True, text=True).stdout
     top1 = float(re.search(r"top1=([0-9.]+)", out).group(1))
     card = card_top1(os.path.splitext(args.model)[0] + ".yaml")
-    print("accuracy: eval --limit 1000 top1=%.4f, card test_top1=%.4f" % (top1, card))
-    ok = ok and abs(top1 - card) <= 0.01
+    print("accuracy: eval top1=%.4f on 10,000 images, card test_top1=%.4f" % (top1, card))
+    ok = ok and abs(top1 - card) <= 0.005
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
 
