@@ -144,8 +144,7 @@ TEST_F(PtqTest, ArtifactDescribesItself) {
 // Rewrites `src` with `edit` applied to its metadata and tensors.
 std::string Rewrite(const std::string& src, const std::string& dst,
                     const std::function<void(std::map<std::string, std::string>&,
-                                             std::map<std::string, TensorView>&)>& edit,
-                    std::vector<std::vector<uint8_t>>& storage) {
+                                             std::map<std::string, TensorView>&)>& edit) {
   auto file = SafetensorsFile::Open(src);
   std::map<std::string, std::string> md = (*file)->metadata();
   std::map<std::string, TensorView> tensors;
@@ -155,7 +154,6 @@ std::string Rewrite(const std::string& src, const std::string& dst,
   for (const auto& [k, v] : md) w.SetMetadata(k, v);
   for (const auto& [n, t] : tensors) w.Add(n, t.dtype, t.shape, t.bytes);
   EXPECT_TRUE(w.WriteFile(dst).ok());
-  (void)storage;
   return dst;
 }
 
@@ -165,7 +163,6 @@ TEST_F(PtqTest, CorruptArtifactsAreRejectedNamingTheLayer) {
   ASSERT_TRUE(
       quant::QuantizeCheckpoint(fp, std::nullopt, Images(16, 1), quant::PtqOptions{}, good).ok());
   const std::string bad = (dir_ / "bad.safetensors").string();
-  std::vector<std::vector<uint8_t>> storage;
   auto expect = [&](const std::string& phrase) {
     auto m = LoadModel(bad, {});
     ASSERT_FALSE(m.ok()) << phrase;
@@ -179,45 +176,33 @@ TEST_F(PtqTest, CorruptArtifactsAreRejectedNamingTheLayer) {
       j.replace(j.find(from), from.size(), to);
     };
   };
-  Rewrite(
-      good, bad, [](Md& md, Ts&) { md["vitq.format_version"] = "7"; }, storage);
+  Rewrite(good, bad, [](Md& md, Ts&) { md["vitq.format_version"] = "7"; });
   expect("unsupported artifact version '7'");
-  Rewrite(
-      good, bad, [](Md& md, Ts&) { md["vitq.layers"] = "{not json"; }, storage);
+  Rewrite(good, bad, [](Md& md, Ts&) { md["vitq.layers"] = "{not json"; });
   expect("vitq.layers is not a valid JSON object");
-  Rewrite(good, bad, edit_layers("\"weight_bits\":8", "\"weight_bits\":5"), storage);
+  Rewrite(good, bad, edit_layers("\"weight_bits\":8", "\"weight_bits\":5"));
   expect("weight bits must be 8, 4, 3 or 2");
-  Rewrite(good, bad, edit_layers("\"act_scale\":", "\"act_scale\":-"), storage);
+  Rewrite(good, bad, edit_layers("\"act_scale\":", "\"act_scale\":-"));
   expect("activation scale must be positive");
-  Rewrite(
-      good, bad, [](Md& md, Ts&) { md.erase("vitq.card"); }, storage);
+  Rewrite(good, bad, [](Md& md, Ts&) { md.erase("vitq.card"); });
   expect("lacks vitq.card");
-  Rewrite(good, bad, edit_layers("\"q_scale\":", "\"q_scale\":-"), storage);
+  Rewrite(good, bad, edit_layers("\"q_scale\":", "\"q_scale\":-"));
   expect("attention q/k/v scale must be positive");
-  Rewrite(
-      good, bad, [](Md&, Ts& t) { t.erase("blocks.1.mlp.fc2.weight_scale"); }, storage);
+  Rewrite(good, bad, [](Md&, Ts& t) { t.erase("blocks.1.mlp.fc2.weight_scale"); });
   expect("layer 'blocks.1.mlp.fc2': missing weight_q or weight_scale");
-  Rewrite(
-      good, bad,
-      [](Md&, Ts& t) {
-        TensorView& v = t.at("blocks.0.attn.qkv.weight_q");
-        v.shape = {v.shape[0] / 2, v.shape[1]};
-        v.bytes = v.bytes.subspan(0, v.bytes.size() / 2);
-      },
-      storage);
+  Rewrite(good, bad, [](Md&, Ts& t) {
+    TensorView& v = t.at("blocks.0.attn.qkv.weight_q");
+    v.shape = {v.shape[0] / 2, v.shape[1]};
+    v.bytes = v.bytes.subspan(0, v.bytes.size() / 2);
+  });
   expect("layer 'blocks.0.attn.qkv': weight_q must be U8 [192, 64]");
   static const float zero_scales[64] = {};
-  Rewrite(
-      good, bad,
-      [](Md&, Ts& t) {
-        t.at("blocks.0.attn.proj.weight_scale").bytes = {
-            reinterpret_cast<const uint8_t*>(zero_scales), 256};
-      },
-      storage);
+  Rewrite(good, bad, [](Md&, Ts& t) {
+    t.at("blocks.0.attn.proj.weight_scale").bytes = {reinterpret_cast<const uint8_t*>(zero_scales),
+                                                     256};
+  });
   expect("layer 'blocks.0.attn.proj': weight_scale[0] = 0 is not positive");
-  Rewrite(
-      good, bad, [](Md&, Ts& t) { t.at("blocks.0.attn.proj.weight_q").dtype = DType::kI8; },
-      storage);
+  Rewrite(good, bad, [](Md&, Ts& t) { t.at("blocks.0.attn.proj.weight_q").dtype = DType::kI8; });
   expect("weight_q must be U8");
   // Truncation is caught by the safetensors reader.
   fs::copy_file(good, bad, fs::copy_options::overwrite_existing);
