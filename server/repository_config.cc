@@ -111,8 +111,26 @@ absl::StatusOr<ModelEntry> ParseModel(const YAML::Node& n, const std::string& in
   return m;
 }
 
-absl::Status ParseServerSection(const YAML::Node& n, ServerConfig& c) {
+absl::Status ParseTls(const YAML::Node& n, const std::string& dir, TlsConfig& tls) {
   if (!n) return absl::OkStatus();
+  if (!n.IsMap()) return Error("server: tls", "must be a mapping");
+  absl::Status s = absl::OkStatus();
+  s.Update(Read(n, "cert", "server: tls", tls.cert));
+  s.Update(Read(n, "key", "server: tls", tls.key));
+  s.Update(Read(n, "client_ca", "server: tls", tls.client_ca));
+  if (!s.ok()) return s;
+  if (tls.cert.empty() != tls.key.empty()) return Error("server: tls", "needs both cert and key");
+  if (!tls.client_ca.empty() && tls.cert.empty())
+    return Error("server: tls", "client_ca (mutual TLS) needs cert and key");
+  tls.cert = Resolve(dir, tls.cert);
+  tls.key = Resolve(dir, tls.key);
+  tls.client_ca = Resolve(dir, tls.client_ca);
+  return absl::OkStatus();
+}
+
+absl::Status ParseServerSection(const YAML::Node& n, const std::string& dir, ServerConfig& c) {
+  if (!n) return absl::OkStatus();
+  if (absl::Status s = ParseTls(n["tls"], dir, c.tls); !s.ok()) return s;
   absl::Status s = absl::OkStatus();
   s.Update(Read(n, "listen", "server", c.listen));
   s.Update(Read(n, "metrics_listen", "server", c.metrics_listen));
@@ -137,7 +155,7 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text,
   }
   if (!root.IsMap()) return absl::InvalidArgumentError("the config must be a YAML mapping");
   ServerConfig c;
-  if (absl::Status s = ParseServerSection(root["server"], c); !s.ok()) return s;
+  if (absl::Status s = ParseServerSection(root["server"], config_dir, c); !s.ok()) return s;
   const YAML::Node models = root["models"];
   if (!models || !models.IsSequence() || models.size() == 0) {
     return absl::InvalidArgumentError("models: the config needs a list of models");

@@ -8,6 +8,7 @@
 //     metrics_listen: 0.0.0.0:9090  # Prometheus /metrics; empty disables
 //     max_message_bytes: 16777216   # largest request or response, bytes
 //     drain_grace_s: 20             # SIGTERM: finish queued and in-flight requests for this long
+//     tls: {cert: server.pem, key: server.key, client_ca: ca.pem}   # optional; client_ca = mTLS
 //   models:
 //     - name: fmnist-deit
 //       labels: ../config/labels/fashion-mnist.txt
@@ -50,11 +51,19 @@ struct ModelEntry {
   std::optional<ShadowConfig> shadow;
 };
 
+// Transport security of the gRPC port. All empty = plaintext.
+struct TlsConfig {
+  std::string cert;       // PEM server certificate chain, resolved
+  std::string key;        // PEM private key of `cert`, resolved
+  std::string client_ca;  // PEM CAs that sign client certificates: set = mutual TLS (required)
+};
+
 struct ServerConfig {
   std::string listen = "0.0.0.0:8001";
   std::string metrics_listen = "0.0.0.0:9090";
   int64_t max_message_bytes = 16 << 20;
   double drain_grace_s = 20;
+  TlsConfig tls;
   std::vector<ModelEntry> models;
 };
 

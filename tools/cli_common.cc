@@ -1,7 +1,6 @@
 #include "tools/cli_common.h"
 
 #include <cstdio>
-#include <fstream>
 #include <random>
 
 #include "absl/strings/numbers.h"
@@ -50,40 +49,6 @@ absl::StatusOr<std::unique_ptr<Model>> LoadFromFlags(const ModelFlags& f, bool a
   options.plan = plan;
   options.fake_quant = f.fake_quant;
   return LoadModel(f.model, options);
-}
-
-absl::StatusOr<std::vector<std::string>> ReadLabels(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open labels file"));
-  std::vector<std::string> labels;
-  for (std::string line; std::getline(in, line);) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    labels.push_back(line);
-  }
-  return labels;
-}
-
-preprocessing::PreprocessOptions PreprocessOptionsFor(const ModelConfig& config) {
-  preprocessing::PreprocessOptions options;
-  options.image_size = config.img_size;
-  options.channels = config.in_chans;
-  options.crop_pct = config.preprocess.crop_pct;
-  options.mean = config.preprocess.mean;
-  options.std = config.preprocess.std;
-  options.interpolation = config.preprocess.interpolation;
-  return options;
-}
-
-}  // namespace vitq::cli
-
-namespace vitq::cli {
-
-absl::StatusOr<std::vector<std::string>> ClassNamesFor(const ModelConfig& config,
-                                                       const std::string& override_path) {
-  if (!override_path.empty()) return ReadLabels(override_path);
-  if (!config.label_names.empty()) return config.label_names;
-  if (!config.labels_path.empty()) return ReadLabels(config.labels_path);
-  return std::vector<std::string>();
 }
 
 absl::StatusOr<Tensor> LoadImages(const std::string& spec, const ModelConfig& config,

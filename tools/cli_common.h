@@ -1,5 +1,5 @@
-// Pieces shared by the `vitq` subcommands: model flags and loading, error exit, label files,
-// and the preprocessing a model's card asks for.
+// Pieces shared by the `vitq` subcommands: model flags and loading, error exit, and images for
+// calibration and benchmarks (labels and preprocessing come from server/model_io.h).
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "backends/model.h"
 #include "preprocessing/image.h"
+#include "server/model_io.h"  // ReadLabels, ClassNamesFor, PreprocessOptionsFor
 
 namespace vitq::cli {
 
@@ -29,18 +30,6 @@ struct ModelFlags {
 };
 
 absl::StatusOr<std::unique_ptr<Model>> LoadFromFlags(const ModelFlags& f, bool allow_preset);
-
-// Class names, one per line (a trailing '\r' is dropped). NOT_FOUND when unreadable.
-absl::StatusOr<std::vector<std::string>> ReadLabels(const std::string& path);
-
-// The class names to show for `config`: from `override_path` if given, else the names embedded
-// in a quantized artifact, else the card's labels file; empty when there are none.
-absl::StatusOr<std::vector<std::string>> ClassNamesFor(const ModelConfig& config,
-                                                       const std::string& override_path);
-
-// The evaluation transform of the model card (input size, channels, crop, normalisation), so
-// that classify, eval and the server feed a model the numbers it was trained on.
-preprocessing::PreprocessOptions PreprocessOptionsFor(const ModelConfig& config);
 
 // Images for calibration or benchmarks, (N, C, S, S) through the card's transform:
 // "fashion-mnist:train:N" (any dataset spec, data::LoadDataset) or "random:N" (standard normal).

@@ -103,17 +103,12 @@ int Bench(const ModelFlags& f, const BenchFlags& b) {
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> uniform(-2.0f, 2.0f);
   for (float& v : images.span()) v = uniform(rng);
-  // The label is the precision most layers run at ("w8a8" for an artifact, else --precision).
-  std::map<std::string, int> precisions;
-  for (const auto& row : (*model)->DescribeKernels(b.batch)) {
-    if (b.describe)
+  if (b.describe) {
+    for (const auto& row : (*model)->DescribeKernels(b.batch))
       std::printf("kernel %-40s %-9s %s\n", row[0].c_str(), row[1].c_str(), row[2].c_str());
-    ++precisions[row[1]];
   }
-  const std::string label =
-      std::max_element(precisions.begin(), precisions.end(), [](const auto& a, const auto& b) {
-        return a.second < b.second;
-      })->first;
+  // The label is the precision most layers run at ("w8a8" for an artifact, else --precision).
+  const std::string label = PrecisionSummary(**model);
   for (int i = 0; i < b.warmup; ++i) (void)(*model)->Forward(images);
   std::vector<double> ms;
   for (int i = 0; i < b.iters; ++i) {

@@ -1,0 +1,41 @@
+#include "server/output.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+namespace vitq::server {
+
+std::vector<float> Softmax(const std::vector<float>& logits, int64_t classes) {
+  std::vector<float> out(logits.size());
+  for (size_t row = 0; row + classes <= logits.size(); row += classes) {
+    const float* x = logits.data() + row;
+    const float max = *std::max_element(x, x + classes);
+    double sum = 0;
+    for (int64_t c = 0; c < classes; ++c) sum += std::exp(static_cast<double>(x[c] - max));
+    for (int64_t c = 0; c < classes; ++c) {
+      out[row + c] = static_cast<float>(std::exp(static_cast<double>(x[c] - max)) / sum);
+    }
+  }
+  return out;
+}
+
+std::vector<TopClass> TopK(const float* probabilities, int64_t classes, int64_t k) {
+  k = std::clamp<int64_t>(k, 0, classes);
+  std::vector<int64_t> order(classes);
+  std::iota(order.begin(), order.end(), 0);
+  std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int64_t a, int64_t b) {
+    return probabilities[a] > probabilities[b] || (probabilities[a] == probabilities[b] && a < b);
+  });
+  std::vector<TopClass> top;
+  for (int64_t i = 0; i < k; ++i) top.push_back({order[i], probabilities[order[i]]});
+  return top;
+}
+
+std::string ClassName(const Variant& variant, int64_t index) {
+  const auto& names = variant.class_names();
+  if (index >= 0 && index < static_cast<int64_t>(names.size())) return names[index];
+  return std::to_string(index);
+}
+
+}  // namespace vitq::server

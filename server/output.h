@@ -1,0 +1,29 @@
+// Turning logits into what clients read: probabilities, top-k classes and their names.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "server/variant.h"
+
+namespace vitq::server {
+
+// Classes returned when a request does not say how many.
+inline constexpr int64_t kDefaultTopK = 5;
+
+// Row-wise softmax of (rows, classes) logits, computed in double for stable sums.
+std::vector<float> Softmax(const std::vector<float>& logits, int64_t classes);
+
+struct TopClass {
+  int64_t index = 0;
+  float probability = 0;
+};
+
+// The `k` most probable classes of one row, most probable first; ties keep the lower index first.
+std::vector<TopClass> TopK(const float* probabilities, int64_t classes, int64_t k);
+
+// The label of class `index`, or its number as text when the model has no labels.
+std::string ClassName(const Variant& variant, int64_t index);
+
+}  // namespace vitq::server

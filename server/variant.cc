@@ -1,0 +1,218 @@
+#include "server/variant.h"
+
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "server/model_io.h"
+
+namespace vitq::server {
+namespace {
+
+int64_t MicrosSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
+                                                               start)
+      .count();
+}
+
+absl::Status Annotate(const absl::Status& status, const std::string& where) {
+  return absl::Status(status.code(), absl::StrCat(where, ": ", status.message()));
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> FileSha256(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr);
+  std::vector<char> chunk(1 << 20);
+  while (in) {
+    in.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+    EVP_DigestUpdate(ctx.get(), chunk.data(), static_cast<size_t>(in.gcount()));
+  }
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  EVP_DigestFinal_ex(ctx.get(), digest, &length);
+  std::string hex;
+  for (unsigned int i = 0; i < length; ++i) absl::StrAppend(&hex, absl::Hex(digest[i], absl::kZeroPad2));
+  return hex;
+}
+
+// Feeds the batcher's queue events into the variant's Prometheus series.
+class Variant::Observer final : public BatchObserver {
+ public:
+  explicit Observer(const VariantMetrics& series) : series_(series) {}
+  void OnBatch(int /*num_tasks*/, int num_images) override {
+    if (series_.batch_size) series_.batch_size->Observe(num_images);
+  }
+  void OnTaskDequeued(absl::StatusCode /*outcome*/, int64_t queue_time_us) override {
+    if (series_.queue_seconds) series_.queue_seconds->Observe(queue_time_us * 1e-6);
+    if (series_.queue_depth) series_.queue_depth->Decrement();
+  }
+
+ private:
+  VariantMetrics series_;
+};
+
+absl::StatusOr<std::shared_ptr<Variant>> Variant::Load(const std::string& model_name,
+                                                       const VariantConfig& config,
+                                                       const BatcherOptions& batching,
+                                                       ServerMetrics* metrics) {
+  const std::string where = absl::StrCat("model '", model_name, "' variant '", config.name, "'");
+  absl::StatusOr<Precision> precision = ParsePrecision(config.precision);
+  if (!precision.ok()) return Annotate(precision.status(), where);
+  LoadOptions options;
+  if (!config.arch.empty()) options.arch = config.arch;
+  options.plan = UniformPlan(*precision);
+  absl::StatusOr<std::unique_ptr<Model>> model = LoadModel(config.path, options);
+  if (!model.ok()) return Annotate(model.status(), where);
+  absl::StatusOr<std::shared_ptr<Variant>> variant =
+      FromModel(model_name, config, batching, std::move(*model), metrics);
+  if (!variant.ok()) return variant;
+  absl::StatusOr<std::string> sha = FileSha256(config.path);
+  if (!sha.ok()) return Annotate(sha.status(), where);
+  (*variant)->artifact_sha256_ = *sha;
+  std::error_code ignored;
+  (*variant)->weight_bytes_ = static_cast<int64_t>(std::filesystem::file_size(config.path, ignored));
+  return variant;
+}
+
+absl::StatusOr<std::shared_ptr<Variant>> Variant::FromModel(const std::string& model_name,
+                                                            const VariantConfig& config,
+                                                            const BatcherOptions& batching,
+                                                            std::unique_ptr<Model> model,
+                                                            ServerMetrics* metrics) {
+  const std::string where = absl::StrCat("model '", model_name, "' variant '", config.name, "'");
+  std::shared_ptr<Variant> variant(
+      new Variant(model_name, config, batching, std::move(model), metrics));
+  absl::StatusOr<std::vector<std::string>> names = ClassNamesFor(variant->model_config(), "");
+  if (!names.ok()) return Annotate(names.status(), where);
+  if (!names->empty() && static_cast<int64_t>(names->size()) != variant->num_classes()) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": the labels list ", names->size(),
+                                                   " classes but the model has ",
+                                                   variant->num_classes()));
+  }
+  variant->class_names_ = std::move(*names);
+  if (absl::Status s = variant->Start(); !s.ok()) return Annotate(s, where);
+  return variant;
+}
+
+Variant::Variant(std::string model_name, VariantConfig config, BatcherOptions batching,
+                 std::unique_ptr<Model> model, ServerMetrics* metrics)
+    : model_name_(std::move(model_name)),
+      config_(std::move(config)),
+      batching_(std::move(batching)),
+      model_(std::move(model)),
+      metrics_(metrics) {
+  batching_.name = absl::StrCat(model_name_, "/", config_.name);
+  preprocess_ = PreprocessOptionsFor(model_->config());
+  preprocess_.num_threads = 1;  // one request per gRPC thread; never fork an OpenMP team
+  precision_ = PrecisionSummary(*model_);
+}
+
+Variant::~Variant() {
+  if (batcher_) batcher_->Stop();
+  if (metrics_) metrics_->RemoveVariant(series_);
+}
+
+absl::Status Variant::Start() {
+  if (absl::Status s = WarmUp(); !s.ok()) return s;
+  if (metrics_) {
+    series_ = metrics_->ForVariant(model_name_, config_.name,
+                                   {ArchName(model_config().arch), precision_, artifact_sha256_});
+  }
+  observer_ = std::make_unique<Observer>(series_);
+  BatcherOptions options = batching_;
+  options.observer = observer_.get();
+  auto batcher = JobBatcher::Create(options, [this](auto& batch) { RunBatch(batch); });
+  if (!batcher.ok()) return batcher.status();
+  batcher_ = std::move(*batcher);
+  return absl::OkStatus();
+}
+
+// Runs every batch size the batcher can form once: oneDNN creates its primitives per shape, and
+// the first request must not pay for that.
+absl::Status Variant::WarmUp() {
+  const ModelConfig& c = model_config();
+  for (int batch = 1; batch <= batching_.max_batch_size; ++batch) {
+    Tensor images = Tensor::Zeros({batch, c.in_chans, c.img_size, c.img_size});
+    absl::StatusOr<Tensor> logits = model_->Forward(images);
+    if (!logits.ok()) return logits.status();
+  }
+  return absl::OkStatus();
+}
+
+int64_t Variant::image_elements() const {
+  const ModelConfig& c = model_config();
+  return c.in_chans * c.img_size * c.img_size;
+}
+
+absl::Status Variant::Submit(InferInput input, InferCallback done) {
+  if (input.num_images < 1 ||
+      static_cast<int64_t>(input.images.size()) != input.num_images * image_elements()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "expected ", input.num_images, " images of ", image_elements(), " values, got ",
+        input.images.size(), " values"));
+  }
+  auto task = std::make_unique<JobBatcher::TaskType>();
+  task->num_images = input.num_images;
+  task->deadline_us = input.deadline_us;
+  task->priority = input.priority;
+  task->is_cancelled = input.is_cancelled;
+  task->payload.input = std::move(input);
+  JobBatcher::TaskType* job = task.get();
+  // The batcher calls `done` while the task is alive, exactly once.
+  task->done = [job, done = std::move(done)](absl::Status status) {
+    done(std::move(status), std::move(job->payload.output));
+  };
+  // Counted before it can be dequeued (and decremented) by the worker.
+  if (series_.queue_depth) series_.queue_depth->Increment();
+  absl::Status accepted = batcher_->Schedule(std::move(task));
+  if (!accepted.ok() && series_.queue_depth) series_.queue_depth->Decrement();
+  return accepted;
+}
+
+void Variant::RunBatch(std::vector<std::unique_ptr<JobBatcher::TaskType>>& batch) {
+  const ModelConfig& c = model_config();
+  int total = 0;
+  for (const auto& task : batch) total += task->num_images;
+  const int64_t now_us = batcher_->clock().NowMicros();
+  // (total, C, H, W)
+  Tensor images({total, c.in_chans, c.img_size, c.img_size});
+  float* dst = images.data();
+  for (const auto& task : batch) {
+    task->payload.output.queue_us = now_us - task->enqueue_time_us();
+    dst = std::copy(task->payload.input.images.begin(), task->payload.input.images.end(), dst);
+    task->payload.input.images = {};  // free request memory early
+  }
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<Tensor> logits = model_->Forward(images);  // (total, classes)
+  const int64_t compute_us = MicrosSince(start);
+  if (series_.compute_seconds) series_.compute_seconds->Observe(compute_us * 1e-6);
+  if (!logits.ok()) {
+    std::fprintf(stderr, "vitq-server: %s: forward pass failed: %s\n", batching_.name.c_str(),
+                 std::string(logits.status().message()).c_str());
+    for (auto& task : batch) task->Complete(absl::InternalError("the forward pass failed"));
+    return;
+  }
+  const int64_t classes = c.num_classes;
+  const float* row = logits->data();
+  for (auto& task : batch) {
+    InferOutput& out = task->payload.output;
+    out.logits.assign(row, row + task->num_images * classes);
+    row += task->num_images * classes;
+    out.compute_us = compute_us;
+    out.batch_images = total;
+    task->Complete(absl::OkStatus());
+  }
+}
+
+absl::Status Variant::Drain(int64_t grace_us) { return batcher_->Drain(grace_us); }
+
+}  // namespace vitq::server
