@@ -2,7 +2,6 @@
 
 #include <grpcpp/grpcpp.h>
 
-#include <exception>
 
 #include "absl/strings/str_cat.h"
 
@@ -97,21 +96,14 @@ ServerMetrics::ServerMetrics()
 }
 
 absl::Status ServerMetrics::Serve(const std::string& address) {
-  try {
-    exposer_ = std::make_unique<prometheus::Exposer>(address);
-  } catch (const std::exception& e) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot serve metrics on ", address, ": ", e.what()));
-  }
-  exposer_->RegisterCollectable(registry_);
+  absl::StatusOr<std::unique_ptr<MetricsHttpServer>> http =
+      MetricsHttpServer::Start(address, registry_);
+  if (!http.ok()) return http.status();
+  http_ = std::move(*http);
   return absl::OkStatus();
 }
 
-int ServerMetrics::port() const {
-  if (!exposer_) return 0;
-  const std::vector<int> ports = exposer_->GetListeningPorts();
-  return ports.empty() ? 0 : ports.front();
-}
+int ServerMetrics::port() const { return http_ ? http_->port() : 0; }
 
 VariantMetrics ServerMetrics::ForVariant(const std::string& model, const std::string& variant,
                                          const VariantInfoLabels& info) {

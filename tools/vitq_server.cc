@@ -9,6 +9,7 @@
 // NOT_SERVING, new requests get UNAVAILABLE, queued ones finish within drain_grace_s, exit 0.
 #include <omp.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -70,6 +71,32 @@ std::string HostOf(const std::string& address) {
   return colon == std::string::npos ? address : address.substr(0, colon);
 }
 
+// SIGTERM / SIGINT are turned into a byte on this pipe, read by the main thread. A handler
+// (rather than blocking the signals and calling sigwait) also covers threads that libraries
+// start before main, which would otherwise take the default action and kill the process.
+int stop_pipe[2] = {-1, -1};
+
+void OnStopSignal(int signal_number) {
+  const unsigned char byte = static_cast<unsigned char>(signal_number);
+  (void)!write(stop_pipe[1], &byte, 1);  // async-signal-safe
+}
+
+bool InstallStopHandler() {
+  if (pipe(stop_pipe) != 0) return false;
+  struct sigaction action {};
+  action.sa_handler = OnStopSignal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  return sigaction(SIGTERM, &action, nullptr) == 0 && sigaction(SIGINT, &action, nullptr) == 0;
+}
+
+int WaitForStopSignal() {
+  unsigned char byte = 0;
+  while (read(stop_pipe[0], &byte, 1) != 1) {
+  }
+  return byte;
+}
+
 int Fail(const std::string& message) {
   std::fprintf(stderr, "vitq-server: error: %s\n", message.c_str());
   return 1;
@@ -89,14 +116,7 @@ int main(int argc, char** argv) {
   if (!config.ok()) return Fail(std::string(config.status().message()));
   ApplyOverrides(flags, *config);
 
-  // Signals are taken synchronously by sigwait below; block them before any thread starts so
-  // that none of gRPC's or OpenMP's threads receives them.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-
+  if (!InstallStopHandler()) return Fail("cannot install the SIGTERM/SIGINT handler");
   auto server = vitq::server::VitqServer::Start(*config);
   if (!server.ok()) return Fail(std::string(server.status().message()));
   std::printf("vitq-server: listening on %s:%d\n", HostOf(config->listen).c_str(),
@@ -107,8 +127,7 @@ int main(int argc, char** argv) {
   }
   std::fflush(stdout);
 
-  int signal_number = 0;
-  sigwait(&stop_signals, &signal_number);
+  const int signal_number = WaitForStopSignal();
   std::fprintf(stderr, "vitq-server: received %s\n", signal_number == SIGTERM ? "SIGTERM" : "SIGINT");
   // A drain cut short by its grace is expected behaviour under load, not a failure: exit 0.
   (*server)->Drain(config->drain_grace_s);
