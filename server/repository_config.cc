@@ -58,12 +58,14 @@ absl::StatusOr<VariantConfig> ParseVariant(const YAML::Node& n, const std::strin
   absl::Status s = absl::OkStatus();
   s.Update(Read(n, "name", where, v.name));
   s.Update(Read(n, "path", where, v.path));
+  s.Update(Read(n, "preset", where, v.preset));
   s.Update(Read(n, "arch", where, v.arch));
   s.Update(Read(n, "precision", where, v.precision));
   s.Update(Read(n, "weight", where, v.weight));
   if (!s.ok()) return s;
   if (v.name.empty()) return Error(where, "name is required");
-  if (v.path.empty()) return Error(where, "path is required");
+  if (v.path.empty() == v.preset.empty())
+    return Error(where, "give either path (an artifact) or preset (random weights)");
   if (v.precision != "fp32" && v.precision != "bf16")
     return Error(where, "precision must be fp32 or bf16");
   if (!(v.weight >= 0)) return Error(where, "weight must be >= 0");

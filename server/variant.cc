@@ -67,6 +67,14 @@ absl::StatusOr<std::shared_ptr<Variant>> Variant::Load(const std::string& model_
   const std::string where = absl::StrCat("model '", model_name, "' variant '", config.name, "'");
   absl::StatusOr<Precision> precision = ParsePrecision(config.precision);
   if (!precision.ok()) return Annotate(precision.status(), where);
+  if (!config.preset.empty()) {
+    absl::StatusOr<ModelConfig> shape = PresetConfig(config.preset);
+    if (!shape.ok()) return Annotate(shape.status(), where);
+    absl::StatusOr<std::unique_ptr<Model>> model =
+        RandomModel(*shape, /*seed=*/1, UniformPlan(*precision));
+    if (!model.ok()) return Annotate(model.status(), where);
+    return FromModel(model_name, config, batching, std::move(*model), metrics);
+  }
   LoadOptions options;
   if (!config.arch.empty()) options.arch = config.arch;
   options.plan = UniformPlan(*precision);

@@ -57,7 +57,11 @@ TEST(RepositoryConfigTest, ErrorsNameTheEntry) {
   ExpectError("models:\n  - {variants: [{name: a, path: p}]}\n", "models[0]: name is required");
   ExpectError("models:\n  - {name: m}\n", "models[0] 'm': needs a list of variants");
   ExpectError("models:\n  - {name: m, variants: [{name: a}]}\n",
-              "models[0] 'm': variants[0]: path is required");
+              "models[0] 'm': variants[0]: give either path (an artifact) or preset");
+  ExpectError("models:\n  - {name: m, variants: [{name: a, path: p, preset: deit_small}]}\n",
+              "give either path (an artifact) or preset");
+  ExpectError("server: {tls: {cert: a.pem}}\nmodels:\n  - {name: m, variants: [{name: a, path: p}]}\n",
+              "server: tls: needs both cert and key");
   ExpectError("models:\n  - {name: m, variants: [{name: a, path: p, weight: -1}]}\n",
               "variants[0]: weight must be >= 0");
   ExpectError("models:\n  - {name: m, variants: [{name: a, path: p, weight: 0}]}\n",
