@@ -3,14 +3,16 @@
 
 Starts build/<preset>/tools/vitq-server on config/default.yaml (the shipped Fashion-MNIST models)
 on free loopback ports, then:
-  * the Python KServe client example classifies the sample images correctly;
+  * the Python KServe client example and vitq-client classify the sample images correctly;
+  * vitq-client's load mode gets an answer for every request;
   * KServe metadata / readiness and gRPC health answer;
   * a real Prometheus server (Debian package `prometheus`) scrapes /metrics and its HTTP API
     returns vitq_ series with the documented labels;
   * SIGTERM drains: every request sent before it is answered (OK, or UNAVAILABLE once draining
     began), none is lost or cut, and the process exits 0.
 
-  serving_e2e_test.py --server build/release/tools/vitq-server [--prometheus /usr/bin/prometheus]
+  serving_e2e_test.py --server build/release/tools/vitq-server --client build/release/tools/vitq-client
+                      [--prometheus /usr/bin/prometheus]
 """
 import argparse
 import json
@@ -116,7 +118,7 @@ class ServingTest(unittest.TestCase):
     def test_kserve_metadata_and_readiness(self):
         self.assertTrue(self.client.server_ready(10))
         metadata = self.client.model_metadata("fmnist-deit", "", 10)
-        self.assertEqual(set(metadata.versions), {"fp32", "w8a8"})
+        self.assertEqual(set(metadata.versions), {"fp32", "w8a8", "w4a4"})
         self.assertEqual([t.name for t in metadata.inputs], ["image", "input"])
         self.assertEqual(list(metadata.inputs[1].shape), [-1, 1, 28, 28])
         with self.assertRaises(grpc.RpcError) as error:
@@ -140,6 +142,38 @@ class ServingTest(unittest.TestCase):
         with self.assertRaises(grpc.RpcError) as error:
             check(b"\x0a\x07unknown", timeout=10)
         self.assertEqual(error.exception.code(), grpc.StatusCode.NOT_FOUND)
+
+    def test_cpp_client_classify(self):
+        out = subprocess.run(
+            [ARGS.client, "classify", "--address", self.server.address, "--model", "fmnist-deit",
+             "--top-k", "2", os.path.join(SAMPLES, "0000-ankle-boot.png")],
+            capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        lines = out.stdout.splitlines()
+        self.assertIn("Ankle boot (class 9)", lines[1])
+        self.assertRegex(out.stdout, r"fmnist-deit/fp32")
+
+    def test_cpp_client_load_answers_every_request(self):
+        out = subprocess.run(
+            [ARGS.client, "load", "--address", self.server.address, "--model", "fmnist-deit",
+             "--tensor-shape", "1,28,28", "--api", "kserve", "--concurrency", "8",
+             "--requests", "200", "--json"],
+            capture_output=True, text=True, timeout=120)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        report = json.loads(out.stdout)
+        self.assertEqual(report["sent"], 200)
+        self.assertEqual(report["codes"], {"OK": 200})
+        self.assertEqual(report["variants"], {"fp32": 200})
+        self.assertGreater(report["latency_ms"]["p50"], 0)
+
+    def test_cpp_client_reports_errors_with_their_code(self):
+        out = subprocess.run(
+            [ARGS.client, "classify", "--address", self.server.address, "--model", "nope",
+             os.path.join(SAMPLES, "0000-ankle-boot.png")],
+            capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.returncode, 1)
+        self.assertIn("NOT_FOUND", out.stderr)
+        self.assertIn("unknown model 'nope'", out.stderr)
 
     @unittest.skipUnless(shutil.which("prometheus") or os.path.exists("/usr/bin/prometheus"),
                          "needs the Debian package prometheus")
@@ -223,6 +257,7 @@ def main():
     global ARGS
     parser = argparse.ArgumentParser()
     parser.add_argument("--server", required=True, help="vitq-server binary")
+    parser.add_argument("--client", required=True, help="vitq-client binary")
     parser.add_argument("--prometheus", default=shutil.which("prometheus") or "/usr/bin/prometheus")
     ARGS, rest = parser.parse_known_args()
     unittest.main(argv=[sys.argv[0], *rest], verbosity=2)

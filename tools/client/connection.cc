@@ -11,25 +11,51 @@
 
 namespace vitq::client {
 
+namespace {
+
+// A check that `input` is a number for which `accept` holds; `requirement` reads "> 0".
+CLI::Validator NumberCheck(bool (*accept)(double), const std::string& requirement,
+                           const std::string& name) {
+  return CLI::Validator(
+      [accept, requirement](std::string& input) -> std::string {
+        double value = 0;
+        if (!CLI::detail::lexical_cast(input, value)) return "'" + input + "' is not a number";
+        return accept(value) ? std::string() : "must be " + requirement + ", got " + input;
+      },
+      name);
+}
+
+}  // namespace
+
+CLI::Validator Positive() {
+  return NumberCheck(
+      +[](double v) { return v > 0; }, "> 0", "POSITIVE");
+}
+
+CLI::Validator NonNegative() {
+  return NumberCheck(
+      +[](double v) { return v >= 0; }, ">= 0", "NONNEGATIVE");
+}
+
 void AddConnectionFlags(CLI::App* app, ConnectionFlags* flags) {
   app->add_option("--address,-a", flags->address, "server address HOST:PORT (gRPC port)")
       ->capture_default_str();
-  CLI::Option* ca = app->add_option(
-      "--tls-ca", flags->tls_ca, "PEM file of root certificates; turns TLS on (default: plaintext)");
+  CLI::Option* ca =
+      app->add_option("--tls-ca", flags->tls_ca,
+                      "PEM file of root certificates; turns TLS on (default: plaintext)");
   ca->check(CLI::ExistingFile);
   CLI::Option* cert = app->add_option(
       "--tls-cert", flags->tls_cert,
       "PEM client certificate chain for mutual TLS; turns TLS on (with gRPC's default roots "
-      "unless --tls-ca is given); needs --tls-key");
+      "unless --tls-ca is given)");
   cert->check(CLI::ExistingFile);
-  CLI::Option* key =
-      app->add_option("--tls-key", flags->tls_key, "PEM private key of --tls-cert; needs --tls-cert");
+  CLI::Option* key = app->add_option("--tls-key", flags->tls_key, "PEM private key of --tls-cert");
   key->check(CLI::ExistingFile);
   cert->needs(key);
   key->needs(cert);
   app->add_option("--tls-server-name", flags->tls_server_name,
                   "name to expect in the server certificate instead of the address host "
-                  "(e.g. when connecting by IP); needs --tls-ca")
+                  "(e.g. when connecting by IP)")
       ->needs(ca);
   app->add_option("--max-message-bytes", flags->max_message_bytes,
                   "largest response accepted, in bytes (default 64 MiB)")
@@ -37,14 +63,14 @@ void AddConnectionFlags(CLI::App* app, ConnectionFlags* flags) {
       ->capture_default_str();
   app->add_option("--connect-timeout-s", flags->connect_timeout_s,
                   "seconds to wait for the connection before giving up")
-      ->check(CLI::PositiveNumber)
+      ->check(Positive())
       ->capture_default_str();
 }
 
 void AddTimeoutFlag(CLI::App* app, int64_t* timeout_ms) {
   app->add_option("--timeout-ms", *timeout_ms,
                   "deadline of each RPC in milliseconds, from the moment it is sent; 0 = none")
-      ->check(CLI::NonNegativeNumber)
+      ->check(NonNegative())
       ->capture_default_str();
 }
 
@@ -86,8 +112,9 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> Connect(const ConnectionFlags& fl
   if (!channel->WaitForConnected(deadline)) {
     // A failed TLS handshake looks exactly like an unreachable server from here.
     const char* hint =
-        flags.tls() ? " (TLS is on: check --tls-ca, --tls-cert/--tls-key and --tls-server-name)"
-                    : " (plaintext: add --tls-ca if the server uses TLS)";
+        flags.tls() ? " (or the TLS handshake failed: check --tls-ca, --tls-cert/--tls-key and "
+                      "--tls-server-name)"
+                    : "";
     return absl::UnavailableError(absl::StrCat("cannot connect to ", flags.address, " within ",
                                                flags.connect_timeout_s, " s", hint));
   }

@@ -25,10 +25,10 @@ inline constexpr int kExitUsage = 2;    // bad command line (CLI11 reports it)
 struct ConnectionFlags {
   std::string address = "localhost:8001";  // HOST:PORT, or any gRPC target URI
   // TLS is on when tls_ca or tls_cert is set. Files hold PEM text.
-  std::string tls_ca;           // root certificates; empty with tls_cert: gRPC's default roots
-  std::string tls_cert;         // client certificate chain (mutual TLS); needs tls_key
-  std::string tls_key;          // client private key; needs tls_cert
-  std::string tls_server_name;  // name expected in the server certificate, instead of the host
+  std::string tls_ca;                // root certificates; empty with tls_cert: gRPC's default roots
+  std::string tls_cert;              // client certificate chain (mutual TLS); needs tls_key
+  std::string tls_key;               // client private key; needs tls_cert
+  std::string tls_server_name;       // name expected in the server certificate, instead of the host
   int max_message_bytes = 64 << 20;  // largest response accepted
   double connect_timeout_s = 10;     // how long Connect waits for the channel to be READY
 
@@ -38,6 +38,11 @@ struct ConnectionFlags {
 // Adds --address, --tls-ca, --tls-cert, --tls-key, --tls-server-name, --max-message-bytes and
 // --connect-timeout-s to `app`, bound to `flags` (which must outlive parsing).
 void AddConnectionFlags(CLI::App* app, ConnectionFlags* flags);
+
+// Flag checks with plain messages ("--rate: must be > 0, got 0"); CLI11 2.1's own
+// PositiveNumber / NonNegativeNumber print their range as a 300-digit number.
+CLI::Validator Positive();
+CLI::Validator NonNegative();
 
 // Adds --timeout-ms (per-RPC deadline in milliseconds, 0 = none) bound to `timeout_ms`.
 void AddTimeoutFlag(CLI::App* app, int64_t* timeout_ms);

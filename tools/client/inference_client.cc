@@ -43,8 +43,8 @@ CallResult ResultOf(const grpc::Status& status, const inference::ModelInferRespo
     result.predictions = *std::move(predictions);
   } else {
     // The server said OK but the reply is unusable: report it like a failed call.
-    result.status = grpc::Status(grpc::StatusCode::INTERNAL,
-                                 std::string(predictions.status().message()));
+    result.status =
+        grpc::Status(grpc::StatusCode::INTERNAL, std::string(predictions.status().message()));
   }
   return result;
 }
@@ -65,13 +65,14 @@ class ClassifyClient final : public InferenceClient {
     // Owned by the callback: std::function needs a copyable lambda, so no unique_ptr capture.
     auto* call = new PendingCall<vitq::v1::ClassifyResponse>;
     SetTimeout(options_.timeout_ms, &call->context);
-    stub_->async()->Classify(
-        &call->context, &requests_[request_index], &call->response,
-        [call, done = std::move(done), decode = options_.decode_predictions](grpc::Status status) {
-          CallResult result = ResultOf(status, call->response, decode);
-          delete call;
-          done(std::move(result));
-        });
+    auto on_done = [call, done = std::move(done),
+                    decode = options_.decode_predictions](grpc::Status status) {
+      CallResult result = ResultOf(status, call->response, decode);
+      delete call;
+      done(std::move(result));
+    };
+    stub_->async()->Classify(&call->context, &requests_[request_index], &call->response,
+                             std::move(on_done));
   }
 
  private:
@@ -95,14 +96,14 @@ class KServeClient final : public InferenceClient {
   void Send(size_t request_index, DoneCallback done) override {
     auto* call = new PendingCall<inference::ModelInferResponse>;
     SetTimeout(options_.timeout_ms, &call->context);
-    stub_->async()->ModelInfer(
-        &call->context, &requests_[request_index], &call->response,
-        [call, done = std::move(done), decode = options_.decode_predictions,
-         top_k = options_.request.top_k](grpc::Status status) {
-          CallResult result = ResultOf(status, call->response, decode, top_k);
-          delete call;
-          done(std::move(result));
-        });
+    auto on_done = [call, done = std::move(done), decode = options_.decode_predictions,
+                    top_k = options_.request.top_k](grpc::Status status) {
+      CallResult result = ResultOf(status, call->response, decode, top_k);
+      delete call;
+      done(std::move(result));
+    };
+    stub_->async()->ModelInfer(&call->context, &requests_[request_index], &call->response,
+                               std::move(on_done));
   }
 
  private:

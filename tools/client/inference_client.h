@@ -24,10 +24,10 @@ namespace vitq::client {
 // Outcome of one RPC, whichever API carried it.
 struct CallResult {
   grpc::Status status;
-  std::string model;                        // model that answered
-  std::string variant;                      // classify: response.variant; kserve: model_version
-  std::vector<Prediction> predictions;      // only with ClientOptions::decode_predictions
-  std::optional<vitq::v1::Timing> timing;   // server-side timing; classify API only
+  std::string model;                       // model that answered
+  std::string variant;                     // classify: response.variant; kserve: model_version
+  std::vector<Prediction> predictions;     // only with ClientOptions::decode_predictions
+  std::optional<vitq::v1::Timing> timing;  // server-side timing; classify API only
 };
 
 struct ClientOptions {

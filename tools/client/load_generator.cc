@@ -43,12 +43,11 @@ class InFlightCounter {
     --count_;
   }
 
-  void WaitUntilZero() {
-    absl::MutexLock lock(&mu_, absl::Condition(
-                                   +[](int64_t* count) { return *count == 0; }, &count_));
-  }
+  void WaitUntilZero() { absl::MutexLock lock(&mu_, absl::Condition(&IsZero, &count_)); }
 
  private:
+  static bool IsZero(int64_t* count) { return *count == 0; }
+
   absl::Mutex mu_;
   int64_t count_ ABSL_GUARDED_BY(mu_) = 0;
 };
@@ -63,7 +62,7 @@ class StatsRecorder {
       stats_.ok_latency_ms.push_back(latency_ms);
       ++stats_.variants[result.variant.empty() ? "(unnamed)" : result.variant];
     } else {
-      stats_.first_error.try_emplace(code, result.status.error_message());
+      stats_.first_error.try_emplace(code, ToAbslStatus(result.status));
     }
     ++stats_.codes[std::move(code)];
   }
@@ -187,7 +186,7 @@ void RunOpenLoop(InferenceClient& client, const LoadOptions& options, StatsRecor
 
 }  // namespace
 
-LoadStats RunLoad(InferenceClient& client, const LoadOptions& options) {
+LoadStats GenerateLoad(InferenceClient& client, const LoadOptions& options) {
   RunWarmup(client, options);
   StatsRecorder recorder;
   LoadStats counts;

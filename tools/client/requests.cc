@@ -56,7 +56,8 @@ absl::StatusOr<std::vector<float>> Fp32Values(const ModelInferResponse& response
     values.assign(tensor.contents().fp32_contents().begin(),
                   tensor.contents().fp32_contents().end());
   }
-  if (tensor.shape_size() > 0 && ElementCount(tensor.shape()) != static_cast<int64_t>(values.size())) {
+  if (tensor.shape_size() > 0 &&
+      ElementCount(tensor.shape()) != static_cast<int64_t>(values.size())) {
     return absl::InternalError(absl::StrCat("output '", tensor.name(), "' has shape [",
                                             absl::StrJoin(tensor.shape(), ","), "] but ",
                                             values.size(), " values"));
@@ -127,7 +128,7 @@ void AddTensorInput(const Payload& payload, ModelInferRequest* request) {
 
 }  // namespace
 
-absl::StatusOr<Api> ParseApi(std::string_view name) {
+absl::StatusOr<Api> ParseApi(absl::string_view name) {
   if (name == "classify") return Api::kClassify;
   if (name == "kserve") return Api::kKServe;
   return absl::InvalidArgumentError(
@@ -153,8 +154,8 @@ absl::StatusOr<Payload> RandomTensorPayload(const std::vector<int64_t>& shape) {
   int64_t count = 1;
   for (int64_t dim : shape) {
     if (dim > kMaxTensorElements / count) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tensor shape [", absl::StrJoin(shape, ","), "] exceeds ", kMaxTensorElements, " floats"));
+      return absl::InvalidArgumentError(absl::StrCat("tensor shape [", absl::StrJoin(shape, ","),
+                                                     "] exceeds ", kMaxTensorElements, " floats"));
     }
     count *= dim;
   }

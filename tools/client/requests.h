@@ -14,10 +14,10 @@
 
 #include <cstdint>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "inference/grpc_service.pb.h"
 #include "vitq/v1/classifier.pb.h"
 
@@ -26,7 +26,7 @@ namespace vitq::client {
 enum class Api { kClassify, kKServe };
 
 // "classify" or "kserve".
-absl::StatusOr<Api> ParseApi(std::string_view name);
+absl::StatusOr<Api> ParseApi(absl::string_view name);
 
 // The input of one request: an encoded image file, or an already preprocessed tensor.
 struct Payload {
@@ -58,8 +58,8 @@ inference::ModelInferRequest MakeModelInferRequest(const Payload& payload,
 
 // One predicted class.
 struct Prediction {
-  int64_t index = 0;   // class index in the model's output
-  std::string label;   // may be empty
+  int64_t index = 0;  // class index in the model's output
+  std::string label;  // may be empty
   float probability = 0;
 };
 
