@@ -8,6 +8,7 @@ on free loopback ports, then:
   * KServe metadata / readiness and gRPC health answer;
   * a real Prometheus server (Debian package `prometheus`) scrapes /metrics and its HTTP API
     returns vitq_ series with the documented labels;
+  * TLS and mutual TLS: plaintext and certificate-less clients are refused;
   * SIGTERM drains: every request sent before it is answered (OK, or UNAVAILABLE once draining
     began), none is lost or cut, and the process exits 0.
 
@@ -251,6 +252,48 @@ class DrainTest(unittest.TestCase):
         # Accepted requests finish; requests arriving after the drain began are refused cleanly.
         self.assertLessEqual(set(codes), {"OK", "UNAVAILABLE"}, codes)
         self.assertGreater(codes.get("OK", 0), 1, codes)
+
+
+def make_certificate(folder, name):
+    """A self-signed certificate (CA:TRUE, so it also signs itself as a client CA) for 127.0.0.1."""
+    cert, key = os.path.join(folder, name + ".pem"), os.path.join(folder, name + ".key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", f"/CN={name}", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True)
+    return cert, key
+
+
+@unittest.skipUnless(shutil.which("openssl"), "needs the openssl command")
+class TlsTest(unittest.TestCase):
+    def ready(self, server, credentials):
+        with grpc.secure_channel(server.address, credentials) as channel:
+            ready = channel.unary_unary("/inference.GRPCInferenceService/ServerReady")
+            return ready(b"", timeout=20)
+
+    def test_tls_and_mutual_tls(self):
+        with tempfile.TemporaryDirectory() as folder:
+            server_cert, server_key = make_certificate(folder, "server")
+            client_cert, client_key = make_certificate(folder, "client")
+            root = read_file(server_cert)
+            server = Server(["--tls-cert", server_cert, "--tls-key", server_key])
+            try:
+                self.assertEqual(self.ready(server, grpc.ssl_channel_credentials(root)), b"\x08\x01")
+                with grpc.insecure_channel(server.address) as plaintext:
+                    with self.assertRaises(grpc.RpcError):
+                        plaintext.unary_unary("/inference.GRPCInferenceService/ServerReady")(
+                            b"", timeout=5)
+            finally:
+                self.assertEqual(server.stop(), 0)
+            server = Server(["--tls-cert", server_cert, "--tls-key", server_key,
+                             "--tls-client-ca", client_cert])
+            try:
+                with self.assertRaises(grpc.RpcError):  # no client certificate
+                    self.ready(server, grpc.ssl_channel_credentials(root))
+                mutual = grpc.ssl_channel_credentials(root, read_file(client_key),
+                                                      read_file(client_cert))
+                self.assertEqual(self.ready(server, mutual), b"\x08\x01")
+            finally:
+                self.assertEqual(server.stop(), 0)
 
 
 def main():
