@@ -20,12 +20,16 @@ int64_t DeadlineMicros(const FrontendRequest& request) {
   const int64_t now_us = Clock::Real()->NowMicros();
   int64_t deadline_us = 0;
   if (request.timeout_us > 0) {
-    deadline_us = now_us - MicrosBetween(request.arrival, steady_now) + request.timeout_us;
+    // Clamped so that now + timeout cannot overflow: anything past a year means "no hurry".
+    const int64_t timeout_us = std::min<int64_t>(request.timeout_us, int64_t{365} * 86400 * 1000000);
+    deadline_us = now_us - MicrosBetween(request.arrival, steady_now) + timeout_us;
   }
   if (request.grpc_deadline != std::chrono::system_clock::time_point::max()) {
-    const int64_t left_us = std::chrono::duration_cast<std::chrono::microseconds>(
-                                request.grpc_deadline - std::chrono::system_clock::now())
-                                .count();
+    const int64_t left_us = std::min<int64_t>(
+        std::chrono::duration_cast<std::chrono::microseconds>(request.grpc_deadline -
+                                                              std::chrono::system_clock::now())
+            .count(),
+        int64_t{365} * 86400 * 1000000);
     // A deadline that has passed becomes "1 µs ago" so that the batcher rejects it (0 = none).
     const int64_t grpc_us = std::max<int64_t>(now_us + left_us, 1);
     deadline_us = deadline_us == 0 ? grpc_us : std::min(deadline_us, grpc_us);
