@@ -61,6 +61,19 @@ void FillResponse(const ClassifyRequest& request, const FrontendResult& result,
   timing->set_total_us(result.total_us);
 }
 
+// FillResponse that reports an allocation failure as a status instead of throwing out of a
+// completion callback (which would leave the call unanswered).
+absl::Status FillResponseSafely(const ClassifyRequest& request, const FrontendResult& result,
+                                ClassifyResponse& response) {
+  try {
+    FillResponse(request, result, response);
+    return absl::OkStatus();
+  } catch (const std::exception& e) {
+    response.Clear();
+    return absl::ResourceExhaustedError(absl::StrCat("building the response failed: ", e.what()));
+  }
+}
+
 std::string NextRequestId() {
   static std::atomic<uint64_t> counter{0};
   return absl::StrCat("vitq-", counter.fetch_add(1) + 1);
@@ -134,12 +147,12 @@ class StreamReactor final : public grpc::ServerBidiReactor<ClassifyRequest, Clas
   void Answer(const ClassifyRequest& request, const absl::Status& status,
               const FrontendResult& result) {
     ClassifyResponse response;
+    absl::Status outcome = status;
+    if (outcome.ok()) outcome = FillResponseSafely(request, result, response);
     response.set_request_id(request.request_id());
-    if (status.ok()) {
-      FillResponse(request, result, response);
-    } else {
-      response.mutable_error()->set_code(static_cast<int32_t>(status.code()));
-      response.mutable_error()->set_message(std::string(status.message()));
+    if (!outcome.ok()) {
+      response.mutable_error()->set_code(static_cast<int32_t>(outcome.code()));
+      response.mutable_error()->set_message(std::string(outcome.message()));
     }
     Step step;
     {
@@ -211,10 +224,8 @@ grpc::ServerUnaryReactor* ClassifierService::Classify(grpc::CallbackServerContex
       request->request_id().empty() ? NextRequestId() : request->request_id();
   frontend_->Infer(std::move(r), [reactor, request, response, request_id](
                                      absl::Status status, FrontendResult result) {
-    if (status.ok()) {
-      FillResponse(*request, result, *response);
-      response->set_request_id(request_id);
-    }
+    if (status.ok()) status = FillResponseSafely(*request, result, *response);
+    if (status.ok()) response->set_request_id(request_id);
     reactor->Finish(ToGrpcStatus(status));
   });
   return reactor;

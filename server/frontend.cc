@@ -1,6 +1,8 @@
 #include "server/frontend.h"
 
 #include <algorithm>
+#include <cmath>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -70,9 +72,22 @@ absl::StatusOr<int> TensorImages(const std::vector<int64_t>& shape, size_t num_v
 }  // namespace
 
 void Frontend::Infer(FrontendRequest request, FrontendCallback done) {
+  // Counted until the request is queued (or refused), so that a drain waits for requests that
+  // passed the draining check but are still being decoded.
+  preparing_.fetch_add(1);
+  struct Prepared {
+    std::atomic<int>& count;
+    ~Prepared() { count.fetch_sub(1); }
+  } prepared{preparing_};
   FrontendResult result;
   InferInput input;
-  if (absl::Status s = Prepare(request, result, input); !s.ok()) {
+  absl::Status prepare_status;
+  try {
+    prepare_status = Prepare(request, result, input);
+  } catch (const std::exception& e) {  // bad_alloc on a huge input: refuse it, keep serving
+    prepare_status = absl::ResourceExhaustedError(absl::StrCat("request too large: ", e.what()));
+  }
+  if (absl::Status s = prepare_status; !s.ok()) {
     Finish(request, std::move(s), std::move(result), done);
     return;
   }
@@ -124,6 +139,9 @@ absl::Status Frontend::Preprocess(FrontendRequest& request, const Variant& varia
   if (!has_images) {
     absl::StatusOr<int> n = TensorImages(request.tensor_shape, request.tensor.size(), variant);
     if (!n.ok()) return n.status();
+    for (float v : request.tensor) {
+      if (!std::isfinite(v)) return absl::InvalidArgumentError("the tensor holds NaN or infinity");
+    }
     input.num_images = *n;
     input.images = std::move(request.tensor);
     return absl::OkStatus();
@@ -144,11 +162,22 @@ absl::Status Frontend::Preprocess(FrontendRequest& request, const Variant& varia
       return absl::InvalidArgumentError(
           n == 1 ? std::string(s.message()) : absl::StrCat("image ", i, ": ", s.message()));
     }
+    if (static_cast<int64_t>(chw.size()) != variant.image_elements()) {
+      return absl::InternalError("preprocessing produced an image of the wrong size");
+    }
     std::copy(chw.begin(), chw.end(), input.images.begin() + i * variant.image_elements());
   }
   preprocess_us = MicrosBetween(start, std::chrono::steady_clock::now());
   if (metrics_) metrics_->OnPreprocess(variant.model_name(), preprocess_us * 1e-6);
   return absl::OkStatus();
+}
+
+bool Frontend::AwaitPrepared(std::chrono::steady_clock::time_point deadline) const {
+  while (preparing_.load() > 0) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
 }
 
 void Frontend::CountRejected(const FrontendRequest& request, const absl::Status& status) {

@@ -63,6 +63,9 @@ class Frontend {
 
   // From now on every request is refused with UNAVAILABLE.
   void StartDraining() { draining_ = true; }
+  // Waits (polling, drain only) until no request is between arrival and its queue; false if
+  // `deadline` came first.
+  bool AwaitPrepared(std::chrono::steady_clock::time_point deadline) const;
   bool draining() const { return draining_; }
   const ModelRepository& repository() const { return *repository_; }
 
@@ -76,6 +79,7 @@ class Frontend {
   const ModelRepository* repository_;
   ServerMetrics* metrics_;
   std::atomic<bool> draining_{false};
+  std::atomic<int> preparing_{0};  // requests inside Infer before Submit
 };
 
 }  // namespace vitq::server

@@ -234,7 +234,9 @@ void FillResponse(const ModelInferRequest& req, const RequestedOutputs& requeste
   params["preprocess_us"].set_int64_param(result.preprocess_us);
   const std::vector<float>& logits = result.output.logits;
   if (requested.names.count(kLogits)) AddRawOutput(resp, kLogits, "FP32", {n, classes}, FloatBytes(logits));
-  const std::vector<float> probabilities = Softmax(logits, classes);
+  const bool needs_probabilities = requested.names.count(kProbabilities) || requested.names.count(kLabels);
+  const std::vector<float> probabilities =
+      needs_probabilities ? Softmax(logits, classes) : std::vector<float>();
   if (requested.names.count(kProbabilities)) {
     AddRawOutput(resp, kProbabilities, "FP32", {n, classes}, FloatBytes(probabilities));
   }
@@ -340,7 +342,14 @@ grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerConte
   }
   frontend_->Infer(std::move(r), [reactor, request, response, requested](absl::Status status,
                                                                          FrontendResult result) {
-    if (status.ok()) FillResponse(*request, *requested, result, *response);
+    if (status.ok()) {
+      try {
+        FillResponse(*request, *requested, result, *response);
+      } catch (const std::exception& e) {  // bad_alloc: answer anyway, never leave the call open
+        response->Clear();
+        status = absl::ResourceExhaustedError(absl::StrCat("building the response failed: ", e.what()));
+      }
+    }
     reactor->Finish(ToGrpcStatus(status));
   });
   return reactor;

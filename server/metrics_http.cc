@@ -5,8 +5,10 @@
 #include <poll.h>
 #include <prometheus/text_serializer.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 
 #include "absl/strings/match.h"
@@ -43,7 +45,7 @@ absl::StatusOr<int> BindListener(const std::string& address, int& bound_port) {
   std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> guard(found, freeaddrinfo);
   const int fd = socket(found->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   const int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (fd >= 0) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   if (fd < 0 || bind(fd, found->ai_addr, found->ai_addrlen) != 0 || listen(fd, 16) != 0) {
     const std::string reason = std::strerror(errno);
     if (fd >= 0) close(fd);
@@ -72,13 +74,25 @@ std::string Response(const std::string& status, const std::string& type, const s
                       "\r\nContent-Length: ", body.size(), "\r\nConnection: close\r\n\r\n", body);
 }
 
-// Reads until the end of the request headers (the requests we serve have no body).
+// A scraper that stops reading or writing must not hold the only metrics thread (or shutdown).
+void SetIoTimeouts(int fd) {
+  timeval timeout{kIoTimeoutMs / 1000, (kIoTimeoutMs % 1000) * 1000};
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+}
+
+// Reads until the end of the request headers (the requests we serve have no body), within one
+// overall deadline of kIoTimeoutMs.
 std::string ReadRequestHead(int fd) {
   std::string head;
   char buffer[2048];
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kIoTimeoutMs);
   while (head.find("\r\n\r\n") == std::string::npos && head.size() < 16384) {
+    const auto left_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             deadline - std::chrono::steady_clock::now())
+                             .count();
     pollfd p{fd, POLLIN, 0};
-    if (poll(&p, 1, kIoTimeoutMs) <= 0) break;
+    if (left_ms <= 0 || poll(&p, 1, static_cast<int>(left_ms)) <= 0) break;
     const ssize_t n = recv(fd, buffer, sizeof(buffer), 0);
     if (n <= 0) break;
     head.append(buffer, static_cast<size_t>(n));
@@ -93,18 +107,25 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   int port = 0;
   absl::StatusOr<int> fd = BindListener(address, port);
   if (!fd.ok()) return fd.status();
-  return std::unique_ptr<MetricsHttpServer>(new MetricsHttpServer(*fd, port, std::move(registry)));
+  int wake_pipe[2];
+  if (pipe2(wake_pipe, O_CLOEXEC) != 0) {
+    close(*fd);
+    return absl::InternalError(absl::StrCat("metrics server: pipe: ", std::strerror(errno)));
+  }
+  return std::unique_ptr<MetricsHttpServer>(
+      new MetricsHttpServer(*fd, port, wake_pipe, std::move(registry)));
 }
 
-MetricsHttpServer::MetricsHttpServer(int listen_fd, int port,
+MetricsHttpServer::MetricsHttpServer(int listen_fd, int port, const int wake_pipe[2],
                                      std::shared_ptr<prometheus::Registry> registry)
     : listen_fd_(listen_fd), port_(port), registry_(std::move(registry)) {
-  if (pipe2(wake_pipe_, O_CLOEXEC) != 0) wake_pipe_[0] = wake_pipe_[1] = -1;
+  wake_pipe_[0] = wake_pipe[0];
+  wake_pipe_[1] = wake_pipe[1];
   thread_ = std::thread([this] { Loop(); });
 }
 
 MetricsHttpServer::~MetricsHttpServer() {
-  if (wake_pipe_[1] >= 0) (void)!write(wake_pipe_[1], "x", 1);
+  (void)!write(wake_pipe_[1], "x", 1);
   thread_.join();
   close(listen_fd_);
   for (int fd : wake_pipe_)
@@ -114,14 +135,19 @@ MetricsHttpServer::~MetricsHttpServer() {
 void MetricsHttpServer::Loop() {
   for (;;) {
     pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {wake_pipe_[0], POLLIN, 0}};
-    if (poll(fds, wake_pipe_[0] >= 0 ? 2 : 1, -1) < 0) {
+    if (poll(fds, 2, -1) < 0) {
       if (errno == EINTR) continue;
       return;
     }
     if (fds[1].revents) return;
     if (!(fds[0].revents & POLLIN)) continue;
     const int connection = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (connection < 0) continue;
+    if (connection < 0) {
+      // Out of file descriptors (EMFILE) leaves the listener readable: back off, don't spin.
+      poll(&fds[1], 1, 100);
+      continue;
+    }
+    SetIoTimeouts(connection);
     Serve(connection);
     close(connection);
   }

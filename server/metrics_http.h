@@ -1,5 +1,7 @@
 // MetricsHttpServer: serves a prometheus-cpp registry as text at GET /metrics over HTTP/1.1,
-// on its own thread, one connection at a time (Prometheus scrapes every few seconds).
+// on its own thread, one connection at a time (Prometheus scrapes every few seconds). Each
+// connection gets 5 s to send its request and 5 s per write, so a stalled scraper cannot hold
+// the thread or delay shutdown for longer.
 //
 // Why not prometheus-cpp's Exposer: its civetweb workers run on ~100 KB stacks, and this process
 // carries ~64 KB of static TLS per thread (OpenBLAS, pulled in by OpenCV), so the first scrape
@@ -31,7 +33,8 @@ class MetricsHttpServer {
   int port() const { return port_; }
 
  private:
-  MetricsHttpServer(int listen_fd, int port, std::shared_ptr<prometheus::Registry> registry);
+  MetricsHttpServer(int listen_fd, int port, const int wake_pipe[2],
+                    std::shared_ptr<prometheus::Registry> registry);
   void Loop();
   void Serve(int connection_fd);
 

@@ -57,7 +57,7 @@ absl::StatusOr<std::unique_ptr<ModelRepository>> ModelRepository::Load(const Ser
       std::fprintf(stderr, "vitq-server: loading model '%s' variant '%s' from %s\n",
                    m.name.c_str(), v.name.c_str(),
                    v.path.empty() ? ("preset " + v.preset).c_str() : v.path.c_str());
-      absl::StatusOr<std::shared_ptr<Variant>> variant = Variant::Load(m.name, v, m.batching, metrics);
+      absl::StatusOr<std::shared_ptr<Variant>> variant = Variant::Load(m.name, v, m.batching, metrics, config.engine_threads);
       if (!variant.ok()) return variant.status();
       std::fprintf(stderr, "vitq-server: model '%s' variant '%s' ready: %s, %s, %lld classes\n",
                    m.name.c_str(), v.name.c_str(),

@@ -138,10 +138,15 @@ absl::Status ParseServerSection(const YAML::Node& n, const std::string& dir, Ser
   s.Update(Read(n, "metrics_listen", "server", c.metrics_listen));
   s.Update(Read(n, "max_message_bytes", "server", c.max_message_bytes));
   s.Update(Read(n, "drain_grace_s", "server", c.drain_grace_s));
+  s.Update(Read(n, "engine_threads", "server", c.engine_threads));
   if (!s.ok()) return s;
   if (c.listen.empty()) return Error("server", "listen is required");
-  if (c.max_message_bytes < 1024) return Error("server", "max_message_bytes must be >= 1024");
-  if (!(c.drain_grace_s >= 0)) return Error("server", "drain_grace_s must be >= 0");
+  if (c.max_message_bytes < 1024 || c.max_message_bytes > INT32_MAX)
+    return Error("server", "max_message_bytes must be in [1024, 2147483647]");
+  if (!(c.drain_grace_s >= 0 && c.drain_grace_s <= 86400))
+    return Error("server", "drain_grace_s must be in [0, 86400]");
+  if (c.engine_threads < 0 || c.engine_threads > 1024)
+    return Error("server", "engine_threads must be in [0, 1024]");
   return absl::OkStatus();
 }
 

@@ -8,6 +8,7 @@
 //     metrics_listen: 0.0.0.0:9090  # Prometheus /metrics; empty disables
 //     max_message_bytes: 16777216   # largest request or response, bytes
 //     drain_grace_s: 20             # SIGTERM: finish queued and in-flight requests for this long
+//     engine_threads: 0             # OpenMP threads per forward pass; 0 = OMP_NUM_THREADS or all
 //     tls: {cert: server.pem, key: server.key, client_ca: ca.pem}   # optional; client_ca = mTLS
 //   models:
 //     - name: fmnist-deit
@@ -64,6 +65,7 @@ struct ServerConfig {
   std::string metrics_listen = "0.0.0.0:9090";
   int64_t max_message_bytes = 16 << 20;
   double drain_grace_s = 20;
+  int engine_threads = 0;  // OpenMP threads per forward pass; 0 = OMP_NUM_THREADS or all cores
   TlsConfig tls;
   std::vector<ModelEntry> models;
 };

@@ -114,7 +114,11 @@ bool VitqServer::Drain(double grace_s) {
   SetServing(false);
   frontend_->StartDraining();
   const auto start = std::chrono::steady_clock::now();
-  drain_result_ = repository_->Drain(static_cast<int64_t>(grace_s * 1e6));
+  // Requests already being decoded still reach their queue before the queues drain.
+  frontend_->AwaitPrepared(start + std::chrono::milliseconds(static_cast<int64_t>(grace_s * 1000)));
+  const double grace_left_s =
+      std::max(0.0, grace_s - std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  drain_result_ = repository_->Drain(static_cast<int64_t>(grace_left_s * 1e6));
   // Every queued request has been answered; what is left are calls finishing their writes.
   const double left_s =
       grace_s - std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -1,5 +1,6 @@
 #include "server/variant.h"
 
+#include <omp.h>
 #include <openssl/evp.h>
 
 #include <algorithm>
@@ -63,7 +64,8 @@ class Variant::Observer final : public BatchObserver {
 absl::StatusOr<std::shared_ptr<Variant>> Variant::Load(const std::string& model_name,
                                                        const VariantConfig& config,
                                                        const BatcherOptions& batching,
-                                                       ServerMetrics* metrics) {
+                                                       ServerMetrics* metrics,
+                                                       int engine_threads) {
   const std::string where = absl::StrCat("model '", model_name, "' variant '", config.name, "'");
   absl::StatusOr<Precision> precision = ParsePrecision(config.precision);
   if (!precision.ok()) return Annotate(precision.status(), where);
@@ -73,19 +75,20 @@ absl::StatusOr<std::shared_ptr<Variant>> Variant::Load(const std::string& model_
     absl::StatusOr<std::unique_ptr<Model>> model =
         RandomModel(*shape, /*seed=*/1, UniformPlan(*precision));
     if (!model.ok()) return Annotate(model.status(), where);
-    return FromModel(model_name, config, batching, std::move(*model), metrics);
+    return FromModel(model_name, config, batching, std::move(*model), metrics, "",
+                     engine_threads);
   }
   LoadOptions options;
   if (!config.arch.empty()) options.arch = config.arch;
   options.plan = UniformPlan(*precision);
-  absl::StatusOr<std::unique_ptr<Model>> model = LoadModel(config.path, options);
-  if (!model.ok()) return Annotate(model.status(), where);
-  absl::StatusOr<std::shared_ptr<Variant>> variant =
-      FromModel(model_name, config, batching, std::move(*model), metrics);
-  if (!variant.ok()) return variant;
+  // Hashed before loading so that the metrics label exists from the first request.
   absl::StatusOr<std::string> sha = FileSha256(config.path);
   if (!sha.ok()) return Annotate(sha.status(), where);
-  (*variant)->artifact_sha256_ = *sha;
+  absl::StatusOr<std::unique_ptr<Model>> model = LoadModel(config.path, options);
+  if (!model.ok()) return Annotate(model.status(), where);
+  absl::StatusOr<std::shared_ptr<Variant>> variant = FromModel(
+      model_name, config, batching, std::move(*model), metrics, std::move(*sha), engine_threads);
+  if (!variant.ok()) return variant;
   std::error_code ignored;
   (*variant)->weight_bytes_ = static_cast<int64_t>(std::filesystem::file_size(config.path, ignored));
   return variant;
@@ -95,7 +98,9 @@ absl::StatusOr<std::shared_ptr<Variant>> Variant::FromModel(const std::string& m
                                                             const VariantConfig& config,
                                                             const BatcherOptions& batching,
                                                             std::unique_ptr<Model> model,
-                                                            ServerMetrics* metrics) {
+                                                            ServerMetrics* metrics,
+                                                            std::string artifact_sha256,
+                                                            int engine_threads) {
   const std::string where = absl::StrCat("model '", model_name, "' variant '", config.name, "'");
   std::shared_ptr<Variant> variant(
       new Variant(model_name, config, batching, std::move(model), metrics));
@@ -107,6 +112,8 @@ absl::StatusOr<std::shared_ptr<Variant>> Variant::FromModel(const std::string& m
                                                    variant->num_classes()));
   }
   variant->class_names_ = std::move(*names);
+  variant->artifact_sha256_ = std::move(artifact_sha256);
+  variant->engine_threads_ = engine_threads;
   if (absl::Status s = variant->Start(); !s.ok()) return Annotate(s, where);
   return variant;
 }
@@ -147,6 +154,7 @@ absl::Status Variant::Start() {
 // Runs every batch size the batcher can form once: oneDNN creates its primitives per shape, and
 // the first request must not pay for that.
 absl::Status Variant::WarmUp() {
+  UseEngineThreads();
   const ModelConfig& c = model_config();
   for (int batch = 1; batch <= batching_.max_batch_size; ++batch) {
     Tensor images = Tensor::Zeros({batch, c.in_chans, c.img_size, c.img_size});
@@ -186,7 +194,13 @@ absl::Status Variant::Submit(InferInput input, InferCallback done) {
   return accepted;
 }
 
+// OpenMP's thread count is per calling thread: set it on whichever thread runs the engine.
+void Variant::UseEngineThreads() const {
+  if (engine_threads_ > 0) omp_set_num_threads(engine_threads_);
+}
+
 void Variant::RunBatch(std::vector<std::unique_ptr<JobBatcher::TaskType>>& batch) {
+  UseEngineThreads();
   const ModelConfig& c = model_config();
   int total = 0;
   for (const auto& task : batch) total += task->num_images;

@@ -56,14 +56,19 @@ class Variant {
   static absl::StatusOr<std::shared_ptr<Variant>> Load(const std::string& model_name,
                                                        const VariantConfig& config,
                                                        const BatcherOptions& batching,
-                                                       ServerMetrics* metrics);
+                                                       ServerMetrics* metrics,
+                                                       int engine_threads = 0);
 
   // Same from a model already built (tests, random presets).
+  // `artifact_sha256` labels the metrics (empty for models not read from a file);
+  // `engine_threads` > 0 sets the OpenMP threads of each forward pass.
   static absl::StatusOr<std::shared_ptr<Variant>> FromModel(const std::string& model_name,
                                                             const VariantConfig& config,
                                                             const BatcherOptions& batching,
                                                             std::unique_ptr<Model> model,
-                                                            ServerMetrics* metrics);
+                                                            ServerMetrics* metrics,
+                                                            std::string artifact_sha256 = "",
+                                                            int engine_threads = 0);
 
   // Drains the queue (runs what is queued) and joins the worker.
   ~Variant();
@@ -107,6 +112,7 @@ class Variant {
           std::unique_ptr<Model> model, ServerMetrics* metrics);
   absl::Status Start();
   absl::Status WarmUp();
+  void UseEngineThreads() const;
   void RunBatch(std::vector<std::unique_ptr<JobBatcher::TaskType>>& batch);
 
   const std::string model_name_;
@@ -120,6 +126,7 @@ class Variant {
   std::string precision_;
   std::string artifact_sha256_;
   int64_t weight_bytes_ = 0;
+  int engine_threads_ = 0;
   std::unique_ptr<Observer> observer_;
   std::unique_ptr<JobBatcher> batcher_;  // last: its worker uses everything above
 };

@@ -7,7 +7,9 @@
 // Flags override the config file's `server:` section. On start it prints the addresses it bound
 // ("vitq-server: listening on 127.0.0.1:40211"). SIGTERM or SIGINT drains: health turns
 // NOT_SERVING, new requests get UNAVAILABLE, queued ones finish within drain_grace_s, exit 0.
-#include <omp.h>
+// A second SIGTERM/SIGINT exits at once (status 1).
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -49,7 +51,8 @@ void AddFlags(CLI::App& app, Flags& f) {
                  "on SIGTERM/SIGINT, let queued requests finish for this many seconds "
                  "(overrides server.drain_grace_s, default 20)");
   app.add_option("--threads", f.threads,
-                 "engine threads per forward pass (default: OMP_NUM_THREADS or all cores)");
+                 "engine threads per forward pass (overrides server.engine_threads; default: "
+                 "OMP_NUM_THREADS or all cores)");
 }
 
 void ApplyOverrides(const Flags& f, vitq::server::ServerConfig& c) {
@@ -63,6 +66,7 @@ void ApplyOverrides(const Flags& f, vitq::server::ServerConfig& c) {
   if (!f.tls_key.empty()) c.tls.key = f.tls_key;
   if (!f.tls_client_ca.empty()) c.tls.client_ca = f.tls_client_ca;
   if (f.drain_grace_s >= 0) c.drain_grace_s = f.drain_grace_s;
+  if (f.threads > 0) c.engine_threads = f.threads;
 }
 
 // The host part of HOST:PORT, for printing the bound address.
@@ -76,13 +80,18 @@ std::string HostOf(const std::string& address) {
 // start before main, which would otherwise take the default action and kill the process.
 int stop_pipe[2] = {-1, -1};
 
+volatile sig_atomic_t stop_signals_seen = 0;
+
+// The first signal starts a drain; a second one means "now": exit without waiting.
 void OnStopSignal(int signal_number) {
+  if (stop_signals_seen) _exit(1);
+  stop_signals_seen = 1;
   const unsigned char byte = static_cast<unsigned char>(signal_number);
-  (void)!write(stop_pipe[1], &byte, 1);  // async-signal-safe
+  (void)!write(stop_pipe[1], &byte, 1);  // async-signal-safe; non-blocking
 }
 
 bool InstallStopHandler() {
-  if (pipe(stop_pipe) != 0) return false;
+  if (pipe2(stop_pipe, O_CLOEXEC | O_NONBLOCK) != 0) return false;
   struct sigaction action {};
   action.sa_handler = OnStopSignal;
   sigemptyset(&action.sa_mask);
@@ -92,9 +101,10 @@ bool InstallStopHandler() {
 
 int WaitForStopSignal() {
   unsigned char byte = 0;
-  while (read(stop_pipe[0], &byte, 1) != 1) {
+  for (;;) {
+    pollfd readable{stop_pipe[0], POLLIN, 0};
+    if (poll(&readable, 1, -1) > 0 && read(stop_pipe[0], &byte, 1) == 1) return byte;
   }
-  return byte;
 }
 
 int Fail(const std::string& message) {
@@ -110,7 +120,6 @@ int main(int argc, char** argv) {
   Flags flags;
   AddFlags(app, flags);
   CLI11_PARSE(app, argc, argv);
-  if (flags.threads > 0) omp_set_num_threads(flags.threads);
 
   absl::StatusOr<vitq::server::ServerConfig> config = vitq::server::LoadServerConfig(flags.config);
   if (!config.ok()) return Fail(std::string(config.status().message()));
