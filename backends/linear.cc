@@ -108,8 +108,10 @@ absl::StatusOr<std::unique_ptr<LinearKernel>> MakeLinearKernel(const LinearParam
                                                          " weight scales for ",
                                                          params.weight.dim(0), " output channels"));
         }
-        return spec.fake_quant ? MakeFakeQuantLinearKernel(params, spec, activation)
-                               : MakeInt8LinearKernel(params, spec, activation);
+        if (spec.fake_quant) return MakeFakeQuantLinearKernel(params, spec, activation);
+        // Below 8 bits our kernel keeps the weights packed; oneDNN would need them as s8.
+        if (spec.weight_bits < 8) return MakeLowBitLinearKernel(params, spec, activation);
+        return MakeInt8LinearKernel(params, spec, activation);
       }
     }
   } catch (const dnnl::error& e) {

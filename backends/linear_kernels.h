@@ -17,6 +17,13 @@ std::unique_ptr<LinearKernel> MakeFloatLinearKernel(const LinearParams& params, 
 std::unique_ptr<LinearKernel> MakeInt8LinearKernel(const LinearParams& params,
                                                    const QuantSpec& spec, Activation activation);
 
+// Integer layers with 2-, 3- or 4-bit weights (spec.weight_bits < 8): LowBitGemm
+// (backends/lowbit_gemm.h), weights kept packed at bits/8 bytes each, the same math as
+// MakeInt8LinearKernel. INVALID_ARGUMENT for other weight widths.
+absl::StatusOr<std::unique_ptr<LinearKernel>> MakeLowBitLinearKernel(const LinearParams& params,
+                                                                     const QuantSpec& spec,
+                                                                     Activation activation);
+
 // The fp32 simulation of the same quantizers: fake-quantized input and dequantized weights
 // through the fp32 kernel. The oracle the integer kernels are tested against.
 std::unique_ptr<LinearKernel> MakeFakeQuantLinearKernel(const LinearParams& params,

@@ -177,6 +177,8 @@ void GeluErf(float* x, int64_t n) {
   ParallelChunks(n, [&](int64_t begin, int64_t len) { GeluChunk(x + begin, len); });
 }
 
+void GeluErfSerial(float* x, int64_t n) { GeluChunk(x, n); }
+
 void AddInPlace(float* y, const float* x, int64_t n) {
   ParallelChunks(n, [&](int64_t begin, int64_t len) { AddChunk(y + begin, x + begin, len); });
 }

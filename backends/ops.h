@@ -26,6 +26,9 @@ void SoftmaxRowsToBf16(const float* x, uint16_t* y, int64_t rows, int64_t cols,
 
 // In place GELU with the exact erf formulation 0.5·x·(1 + erf(x/√2)).
 void GeluErf(float* x, int64_t n);
+// The same on the calling thread only, for kernel epilogues already inside a parallel region
+// (a short row segment is not worth a nested OpenMP team). Bit-identical to GeluErf.
+void GeluErfSerial(float* x, int64_t n);
 
 // y += x.
 void AddInPlace(float* y, const float* x, int64_t n);

@@ -2,12 +2,21 @@
 // random weights) and the non-GEMM kernels that sit between the GEMMs.
 //
 // items_per_second of the Model/* benchmarks is images per second.
+//
+// IntLinear/*: the integer linear kernels at DeiT-S shapes, batch 8 (M = 8·197 = 1576 rows);
+// args are (N, K): (1152, 384) qkv, (384, 384) proj, (1536, 384) fc1, (384, 1536) fc2.
+// W8A8 runs on oneDNN, W4/W3/W2 on LowBitGemm with the ISA path forced; GOP/s counts 2·M·N·K
+// per call (input quantization included, as in the model). Compare the low-bit rows with the
+// oneDNN row of the same shape in one run (this machine's timings drift between hours):
+//   build/release/bench/engine_bench --benchmark_filter='IntLinear/' --benchmark_repetitions=3
 #include <benchmark/benchmark.h>
 
+#include <optional>
 #include <random>
 #include <vector>
 
 #include "backends/attention.h"
+#include "backends/lowbit_gemm.h"
 #include "backends/model.h"
 #include "backends/ops.h"
 
@@ -95,6 +104,53 @@ void BM_AttentionCore(benchmark::State& state) {
   for (auto _ : state) attn.Forward(qkv.data(), groups, tokens, nullptr, 0, out.data());
 }
 BENCHMARK(BM_AttentionCore)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_IntLinear(benchmark::State& state, int weight_bits, std::optional<LowBitIsa> isa) {
+  const int64_t m = 8 * 197, n = state.range(0), k = state.range(1);
+  if (isa && !LowBitIsaAvailable(*isa)) {
+    state.SkipWithError("ISA path not supported by this CPU");
+    return;
+  }
+  Tensor w({n, k}), b({n});
+  FillRandom(w.data(), w.numel(), 0.05f);
+  FillRandom(b.data(), b.numel());
+  QuantSpec spec;
+  spec.precision = Precision::kInt8;
+  spec.weight_bits = weight_bits;
+  spec.act = ActQuantFromRange(-4.0f, 6.0f, 8);
+  auto layer = Linear::Create("l", LinearParams{std::move(w), std::move(b)}, spec);
+  if (!layer.ok()) {
+    state.SkipWithError(std::string(layer.status().message()).c_str());
+    return;
+  }
+  (void)SetLowBitIsaOverride(isa);
+  std::vector<float> x(m * k), y(m * n);
+  FillRandom(x.data(), x.size());
+  layer->Forward(x.data(), m, y.data());  // creates oneDNN primitives, sizes the buffers
+  for (auto _ : state) {
+    layer->Forward(x.data(), m, y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetLabel(layer->Describe(m));
+  state.counters["GOP/s"] = benchmark::Counter(2e-9 * static_cast<double>(m * n * k),
+                                               benchmark::Counter::kIsIterationInvariantRate);
+  (void)SetLowBitIsaOverride(std::nullopt);
+}
+
+void DeitShapes(benchmark::internal::Benchmark* b) {
+  b->Args({1152, 384})->Args({384, 384})->Args({1536, 384})->Args({384, 1536});
+  b->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+
+BENCHMARK_CAPTURE(BM_IntLinear, w8a8_onednn, 8, std::nullopt)->Apply(DeitShapes);
+BENCHMARK_CAPTURE(BM_IntLinear, w4a8_avx512_vnni, 4, LowBitIsa::kAvx512Vnni)->Apply(DeitShapes);
+BENCHMARK_CAPTURE(BM_IntLinear, w3a8_avx512_vnni, 3, LowBitIsa::kAvx512Vnni)->Apply(DeitShapes);
+BENCHMARK_CAPTURE(BM_IntLinear, w2a8_avx512_vnni, 2, LowBitIsa::kAvx512Vnni)->Apply(DeitShapes);
+BENCHMARK_CAPTURE(BM_IntLinear, w4a8_avx2, 4, LowBitIsa::kAvx2)->Apply(DeitShapes);
+BENCHMARK_CAPTURE(BM_IntLinear, w3a8_avx2, 3, LowBitIsa::kAvx2)->Apply(DeitShapes);
+BENCHMARK_CAPTURE(BM_IntLinear, w2a8_avx2, 2, LowBitIsa::kAvx2)->Apply(DeitShapes);
+// The scalar reference is only a correctness oracle; one bit width shows its cost.
+BENCHMARK_CAPTURE(BM_IntLinear, w4a8_scalar, 4, LowBitIsa::kScalar)->Apply(DeitShapes);
 
 }  // namespace
 }  // namespace vitq

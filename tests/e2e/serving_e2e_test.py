@@ -60,6 +60,7 @@ class Server:
             [ARGS.server, "--config", os.path.join(ROOT, "config", "default.yaml"),
              "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", *extra_args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.terminated = False
         self.address, self.metrics_port = self._read_ports()
 
     def _read_ports(self):
@@ -75,9 +76,15 @@ class Server:
                 metrics = int(m.group(1))
         return address, metrics
 
+    def terminate(self):
+        """Sends SIGTERM once (a second one would make the server exit at once, status 1)."""
+        if not self.terminated:
+            self.terminated = True
+            self.proc.send_signal(signal.SIGTERM)
+
     def stop(self, timeout=60):
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.terminate()
         try:
             return self.proc.wait(timeout=timeout)
         finally:
@@ -238,7 +245,7 @@ class DrainTest(unittest.TestCase):
                 del tensor
                 futures = [infer.future(request, timeout=120) for _ in range(100)]
                 futures[0].result()  # the server is busy with the stream of requests
-                server.proc.send_signal(signal.SIGTERM)
+                server.terminate()
                 codes = {}
                 for f in futures:
                     try:
