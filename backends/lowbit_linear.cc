@@ -1,0 +1,52 @@
+// The LinearKernel of integer layers with 2-, 3- or 4-bit weights: LowBitGemm behind the input
+// quantizer.
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "backends/linear_kernels.h"
+#include "backends/lowbit_gemm.h"
+#include "backends/quantize.h"
+
+namespace vitq {
+namespace {
+
+class LowBitLinearKernel final : public LinearKernel {
+ public:
+  LowBitLinearKernel(LowBitGemm gemm, const ActQuant& act, Activation activation)
+      : gemm_(std::move(gemm)), act_(act), activation_(activation) {}
+
+  void Forward(const float* x, int64_t m, float* y) const override { Run(x, m, y, false); }
+  void ForwardAdd(const float* x, int64_t m, float* y) const override { Run(x, m, y, true); }
+  std::string Describe(int64_t /*m*/) const override {
+    return absl::StrCat("lowbit:w", gemm_.weights().bits(), ":",
+                        LowBitIsaName(ActiveLowBitIsa()));
+  }
+
+ private:
+  void Run(const float* x, int64_t m, float* y, bool accumulate) const {
+    thread_local std::vector<uint8_t> codes;  // (m, padded K) u8
+    codes.resize(static_cast<size_t>(m * gemm_.padded_k()));
+    QuantizeActivationsPadded(x, m, gemm_.k(), gemm_.padded_k(), act_, codes.data());
+    gemm_.Run(codes.data(), m, y, activation_, accumulate);
+  }
+
+  const LowBitGemm gemm_;
+  const ActQuant act_;
+  const Activation activation_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<LinearKernel>> MakeLowBitLinearKernel(const LinearParams& params,
+                                                                     const QuantSpec& spec,
+                                                                     Activation activation) {
+  const WeightQuant w = QuantizeLayerWeights(params, spec);
+  std::vector<float> bias;
+  if (!params.bias.empty())
+    bias.assign(params.bias.data(), params.bias.data() + params.bias.numel());
+  absl::StatusOr<LowBitGemm> gemm = LowBitGemm::Create(w, spec.act, std::move(bias));
+  if (!gemm.ok()) return gemm.status();
+  return std::make_unique<LowBitLinearKernel>(*std::move(gemm), spec.act, activation);
+}
+
+}  // namespace vitq
