@@ -79,8 +79,9 @@ std::string NextRequestId() {
   return absl::StrCat("vitq-", counter.fetch_add(1) + 1);
 }
 
-// One ClassifyStream call. Reads requests one at a time, runs each through the frontend, and
-// writes responses in completion order with one write in flight (gRPC allows no more). The call
+// One ClassifyStream call. Reads requests one at a time (pausing at kMaxInFlight unanswered or
+// unwritten ones), runs each through the frontend, and writes responses in completion order with
+// one write in flight (gRPC allows no more). The call
 // finishes once the client has half-closed, every request has been answered and every response
 // written; the reactor deletes itself in OnDone.
 class StreamReactor final : public grpc::ServerBidiReactor<ClassifyRequest, ClassifyResponse> {
@@ -108,18 +109,27 @@ class StreamReactor final : public grpc::ServerBidiReactor<ClassifyRequest, Clas
       ++pending_;
     }
     Submit(std::move(request));
-    StartRead(&incoming_);
+    bool read_more = false;
+    {
+      absl::MutexLock lock(&mu_);
+      read_more = !AtInFlightLimitLocked();
+      read_paused_ = !read_more;
+    }
+    if (read_more) StartRead(&incoming_);
   }
 
   void OnWriteDone(bool ok) override {
     Step step;
+    bool resume_reading = false;
     {
       absl::MutexLock lock(&mu_);
       writing_ = false;
       if (!ok) broken_ = true;
       step = NextStepLocked();
+      resume_reading = ResumeReadingLocked();
     }
     Take(step);
+    if (resume_reading) StartRead(&incoming_);
   }
 
   void OnDone() override { delete this; }
@@ -155,13 +165,31 @@ class StreamReactor final : public grpc::ServerBidiReactor<ClassifyRequest, Clas
       response.mutable_error()->set_message(std::string(outcome.message()));
     }
     Step step;
+    bool resume_reading = false;
     {
       absl::MutexLock lock(&mu_);
       --pending_;
       if (!broken_) outbox_.push_back(std::move(response));
       step = NextStepLocked();
+      resume_reading = ResumeReadingLocked();
     }
     Take(step);
+    if (resume_reading) StartRead(&incoming_);
+  }
+
+  // Backpressure: a client that sends faster than it reads (or than the model computes) may have
+  // at most kMaxInFlight requests queued or answered-but-unwritten; beyond that the stream stops
+  // reading, so HTTP/2 flow control holds the client back instead of the server's memory.
+  static constexpr int kMaxInFlight = 64;
+
+  bool AtInFlightLimitLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return pending_ + static_cast<int>(outbox_.size()) >= kMaxInFlight;
+  }
+
+  bool ResumeReadingLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!read_paused_ || AtInFlightLimitLocked()) return false;
+    read_paused_ = false;
+    return true;
   }
 
   // Starts the next write when none is in flight, or finishes the call when everything is done.
@@ -199,6 +227,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<ClassifyRequest, Clas
   ClassifyResponse in_flight_;  // owned by the write in flight (writing_)
   int pending_ ABSL_GUARDED_BY(mu_) = 0;
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool read_paused_ ABSL_GUARDED_BY(mu_) = false;  // no read in flight: at the in-flight limit
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool broken_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;

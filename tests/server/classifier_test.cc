@@ -10,6 +10,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -162,6 +163,38 @@ TEST_F(ServerTest, ClassifyStreamAnswersEveryRequestOnceById) {
   };
   EXPECT_EQ(stream_requests("OK"), 12);
   EXPECT_EQ(stream_requests("INVALID_ARGUMENT"), 8);
+}
+
+// More requests than a stream may have in flight (64): the server pauses reading and resumes as
+// answers are written, and every request is still answered exactly once.
+TEST_F(ServerTest, ClassifyStreamBeyondItsInFlightLimitAnswersEverything) {
+  ASSERT_NO_FATAL_FAILURE(Start(OnlyA()));
+  constexpr int kRequests = 300;
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + kCallTimeout);
+  auto stream = classifier_->ClassifyStream(&context);
+  std::map<std::string, int> answers;
+  int errors = 0;
+  std::thread reader([&] {
+    ClassifyResponse response;
+    while (stream->Read(&response)) {
+      ++answers[response.request_id()];
+      errors += response.has_error();
+    }
+  });
+  const std::vector<float> image = RandomImages(1, 7);
+  for (int i = 0; i < kRequests; ++i) {
+    ClassifyRequest request = TensorClassifyRequest(image, {1, 28, 28});
+    request.set_request_id(absl::StrCat("r", i));
+    if (!stream->Write(request)) break;
+  }
+  stream->WritesDone();
+  reader.join();
+  const grpc::Status status = stream->Finish();
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(answers.size(), static_cast<size_t>(kRequests));
+  EXPECT_EQ(errors, 0);
+  for (const auto& [id, count] : answers) EXPECT_EQ(count, 1) << id;
 }
 
 }  // namespace
