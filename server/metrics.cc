@@ -10,13 +10,18 @@ namespace {
 
 // Latencies from 100 µs to 10 s: the server's requests range from sub-millisecond (28×28 models)
 // to seconds (large batches of 224×224 models under load).
-prometheus::Histogram::BucketBoundaries LatencyBuckets() {
-  return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-          0.05,   0.1,     0.25,   0.5,   1.0,    2.5,   5.0,  10.0};
+// Built once: Family::Add copies them only when it creates a new series.
+const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
+  static const auto* const buckets = new prometheus::Histogram::BucketBoundaries{
+      0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+      0.05,   0.1,     0.25,   0.5,   1.0,    2.5,   5.0,  10.0};
+  return *buckets;
 }
 
-prometheus::Histogram::BucketBoundaries BatchSizeBuckets() {
-  return {1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128};
+const prometheus::Histogram::BucketBoundaries& BatchSizeBuckets() {
+  static const auto* const buckets =
+      new prometheus::Histogram::BucketBoundaries{1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128};
+  return *buckets;
 }
 
 }  // namespace

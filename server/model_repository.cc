@@ -19,9 +19,8 @@ double Uniform01() {
 
 }  // namespace
 
-ServedModel::ServedModel(std::string name, std::shared_ptr<const RoutingTable> routing,
-                         std::optional<ShadowConfig> shadow)
-    : name_(std::move(name)), shadow_(std::move(shadow)), routing_(std::move(routing)) {}
+ServedModel::ServedModel(std::string name, std::shared_ptr<const RoutingTable> routing)
+    : name_(std::move(name)), routing_(std::move(routing)) {}
 
 std::shared_ptr<const RoutingTable> ServedModel::routing() const {
   absl::MutexLock lock(&mu_);
@@ -53,6 +52,10 @@ absl::StatusOr<std::unique_ptr<ModelRepository>> ModelRepository::Load(const Ser
                                                                        ServerMetrics* metrics) {
   std::map<std::string, std::vector<RoutingTable::Entry>> models;
   for (const ModelEntry& m : config.models) {
+    if (m.shadow) {
+      return absl::UnimplementedError(absl::StrCat(
+          "model '", m.name, "': shadow traffic is not implemented yet; remove `shadow`"));
+    }
     for (const VariantConfig& v : m.variants) {
       std::fprintf(stderr, "vitq-server: loading model '%s' variant '%s' from %s\n",
                    m.name.c_str(), v.name.c_str(),
@@ -67,14 +70,7 @@ absl::StatusOr<std::unique_ptr<ModelRepository>> ModelRepository::Load(const Ser
       models[m.name].push_back({std::move(*variant), v.weight});
     }
   }
-  auto repo = FromVariants(models);
-  if (!repo.ok()) return repo.status();
-  // Shadow settings live on the model; re-create those models with them.
-  for (const ModelEntry& m : config.models) {
-    auto& served = (*repo)->models_[m.name];
-    served = std::make_unique<ServedModel>(m.name, served->routing(), m.shadow);
-  }
-  return repo;
+  return FromVariants(models);
 }
 
 absl::StatusOr<std::unique_ptr<ModelRepository>> ModelRepository::FromVariants(
@@ -86,7 +82,7 @@ absl::StatusOr<std::unique_ptr<ModelRepository>> ModelRepository::FromVariants(
       return absl::InvalidArgumentError(
           absl::StrCat("model '", name, "': ", table.status().message()));
     }
-    repo->models_[name] = std::make_unique<ServedModel>(name, *table, std::nullopt);
+    repo->models_[name] = std::make_unique<ServedModel>(name, *table);
   }
   return repo;
 }

@@ -30,8 +30,7 @@ struct Routed {
 
 class ServedModel {
  public:
-  ServedModel(std::string name, std::shared_ptr<const RoutingTable> routing,
-              std::optional<ShadowConfig> shadow);
+  ServedModel(std::string name, std::shared_ptr<const RoutingTable> routing);
 
   const std::string& name() const { return name_; }
 
@@ -40,11 +39,9 @@ class ServedModel {
 
   std::shared_ptr<const RoutingTable> routing() const ABSL_LOCKS_EXCLUDED(mu_);
   void SetRouting(std::shared_ptr<const RoutingTable> table) ABSL_LOCKS_EXCLUDED(mu_);
-  const std::optional<ShadowConfig>& shadow() const { return shadow_; }
 
  private:
   const std::string name_;
-  const std::optional<ShadowConfig> shadow_;
   mutable absl::Mutex mu_;
   std::shared_ptr<const RoutingTable> routing_ ABSL_GUARDED_BY(mu_);
 };
@@ -52,7 +49,8 @@ class ServedModel {
 class ModelRepository {
  public:
   // Loads every variant of every model (warmed up) in config order. The first failure is
-  // returned, naming the model, variant and file. `metrics` may be null.
+  // returned, naming the model, variant and file; a `shadow` setting is refused (shadow traffic
+  // is not implemented yet). `metrics` may be null.
   static absl::StatusOr<std::unique_ptr<ModelRepository>> Load(const ServerConfig& config,
                                                                ServerMetrics* metrics);
   // A repository over variants built elsewhere (tests): model name → variants with weights.

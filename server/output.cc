@@ -8,14 +8,14 @@ namespace vitq::server {
 
 std::vector<float> Softmax(const std::vector<float>& logits, int64_t classes) {
   std::vector<float> out(logits.size());
+  if (classes <= 0) return out;
   for (size_t row = 0; row + classes <= logits.size(); row += classes) {
     const float* x = logits.data() + row;
     const float max = *std::max_element(x, x + classes);
+    std::vector<double> e(classes);
     double sum = 0;
-    for (int64_t c = 0; c < classes; ++c) sum += std::exp(static_cast<double>(x[c] - max));
-    for (int64_t c = 0; c < classes; ++c) {
-      out[row + c] = static_cast<float>(std::exp(static_cast<double>(x[c] - max)) / sum);
-    }
+    for (int64_t c = 0; c < classes; ++c) sum += e[c] = std::exp(static_cast<double>(x[c] - max));
+    for (int64_t c = 0; c < classes; ++c) out[row + c] = static_cast<float>(e[c] / sum);
   }
   return out;
 }

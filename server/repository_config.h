@@ -18,7 +18,8 @@
 //       variants:
 //         - {name: fp32, path: ../models/fmnist-deit.safetensors, precision: fp32, weight: 0.9}
 //         - {name: w8a8, path: ../models/fmnist-deit.w8a8.safetensors, weight: 0.1}
-//       shadow: {variant: w8a8, fraction: 0.05}   # optional: copy traffic to compare answers
+//       shadow: {variant: w8a8, fraction: 0.05}   # parsed; vitq-server refuses it until shadow
+//                                                 # traffic is implemented
 #pragma once
 
 #include <cstdint>
