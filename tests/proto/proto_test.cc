@@ -759,6 +759,43 @@ TEST(DescriptorTest, VitqV1FieldNumbers) {
       {"vitq.v1.SetRoutingRequest", "shadow_fraction", 4, FT::TYPE_DOUBLE, false},
       {"vitq.v1.SetRoutingRequest", "expected_generation", 5, FT::TYPE_INT64, false},
       {"vitq.v1.ListVariantsRequest", "model", 1, FT::TYPE_STRING, false},
+      {"vitq.v1.ClassifyRequest", "label", 10, FT::TYPE_STRING, false},
+      {"vitq.v1.FeedbackRequest", "request_id", 1, FT::TYPE_STRING, false},
+      {"vitq.v1.FeedbackRequest", "label", 2, FT::TYPE_STRING, false},
+      {"vitq.v1.FeedbackResponse", "model", 1, FT::TYPE_STRING, false},
+      {"vitq.v1.FeedbackResponse", "variant", 2, FT::TYPE_STRING, false},
+      {"vitq.v1.FeedbackResponse", "correct", 3, FT::TYPE_BOOL, false},
+      {"vitq.v1.ModelInfo", "name", 1, FT::TYPE_STRING, false},
+      {"vitq.v1.ModelInfo", "routing", 2, FT::TYPE_MESSAGE, false},
+      {"vitq.v1.ModelInfo", "variants", 3, FT::TYPE_MESSAGE, true},
+      {"vitq.v1.ListModelsResponse", "models", 1, FT::TYPE_MESSAGE, true},
+      {"vitq.v1.LoadVariantRequest", "model", 1, FT::TYPE_STRING, false},
+      {"vitq.v1.LoadVariantRequest", "variant", 2, FT::TYPE_STRING, false},
+      {"vitq.v1.LoadVariantRequest", "path", 3, FT::TYPE_STRING, false},
+      {"vitq.v1.LoadVariantRequest", "precision", 4, FT::TYPE_STRING, false},
+      {"vitq.v1.LoadVariantRequest", "weight", 5, FT::TYPE_DOUBLE, false},
+      {"vitq.v1.LoadVariantRequest", "replace", 6, FT::TYPE_BOOL, false},
+      {"vitq.v1.UnloadVariantRequest", "model", 1, FT::TYPE_STRING, false},
+      {"vitq.v1.UnloadVariantRequest", "variant", 2, FT::TYPE_STRING, false},
+      {"vitq.v1.ReloadConfigResponse", "changes", 1, FT::TYPE_STRING, true},
+      {"vitq.v1.StatsRequest", "model", 1, FT::TYPE_STRING, false},
+      {"vitq.v1.StatsResponse", "model", 1, FT::TYPE_STRING, false},
+      {"vitq.v1.StatsResponse", "reference_variant", 2, FT::TYPE_STRING, false},
+      {"vitq.v1.StatsResponse", "variants", 3, FT::TYPE_MESSAGE, true},
+      {"vitq.v1.VariantStats", "variant", 1, FT::TYPE_STRING, false},
+      {"vitq.v1.VariantStats", "weight", 2, FT::TYPE_DOUBLE, false},
+      {"vitq.v1.VariantStats", "requests", 3, FT::TYPE_INT64, false},
+      {"vitq.v1.VariantStats", "errors", 4, FT::TYPE_INT64, false},
+      {"vitq.v1.VariantStats", "p50_ms", 5, FT::TYPE_DOUBLE, false},
+      {"vitq.v1.VariantStats", "p99_ms", 6, FT::TYPE_DOUBLE, false},
+      {"vitq.v1.VariantStats", "throughput_rps", 7, FT::TYPE_DOUBLE, false},
+      {"vitq.v1.VariantStats", "labeled", 8, FT::TYPE_INT64, false},
+      {"vitq.v1.VariantStats", "labeled_correct", 9, FT::TYPE_INT64, false},
+      {"vitq.v1.VariantStats", "shadow_compared", 10, FT::TYPE_INT64, false},
+      {"vitq.v1.VariantStats", "shadow_agreed", 11, FT::TYPE_INT64, false},
+      {"vitq.v1.VariantStats", "shadow_dropped", 12, FT::TYPE_INT64, false},
+      {"vitq.v1.VariantStats", "shadow_mean_cosine", 13, FT::TYPE_DOUBLE, false},
+      {"vitq.v1.VariantStats", "uptime_s", 14, FT::TYPE_DOUBLE, false},
       {"vitq.v1.VariantInfo", "model", 1, FT::TYPE_STRING, false},
       {"vitq.v1.VariantInfo", "variant", 2, FT::TYPE_STRING, false},
       {"vitq.v1.VariantInfo", "arch", 3, FT::TYPE_STRING, false},
@@ -804,7 +841,10 @@ TEST(DescriptorTest, VitqV1ServiceMethods) {
 
   const auto* classifier = pool->FindServiceByName("vitq.v1.Classifier");
   ASSERT_NE(classifier, nullptr);
-  EXPECT_EQ(classifier->method_count(), 2);
+  EXPECT_EQ(classifier->method_count(), 3);
+  const auto* feedback = classifier->FindMethodByName("Feedback");
+  ASSERT_NE(feedback, nullptr);
+  EXPECT_EQ(feedback->input_type(), vitq::v1::FeedbackRequest::descriptor());
   const auto* unary = classifier->FindMethodByName("Classify");
   ASSERT_NE(unary, nullptr);
   EXPECT_FALSE(unary->client_streaming());
@@ -818,11 +858,16 @@ TEST(DescriptorTest, VitqV1ServiceMethods) {
 
   const auto* admin = pool->FindServiceByName("vitq.v1.Admin");
   ASSERT_NE(admin, nullptr);
-  EXPECT_EQ(admin->method_count(), 3);
+  EXPECT_EQ(admin->method_count(), 8);
   const std::vector<std::pair<std::string, std::pair<std::string, std::string>>> methods = {
       {"GetRouting", {"GetRoutingRequest", "RoutingTable"}},
       {"SetRouting", {"SetRoutingRequest", "RoutingTable"}},
       {"ListVariants", {"ListVariantsRequest", "ListVariantsResponse"}},
+      {"ListModels", {"ListModelsRequest", "ListModelsResponse"}},
+      {"LoadVariant", {"LoadVariantRequest", "VariantInfo"}},
+      {"UnloadVariant", {"UnloadVariantRequest", "RoutingTable"}},
+      {"ReloadConfig", {"ReloadConfigRequest", "ReloadConfigResponse"}},
+      {"Stats", {"StatsRequest", "StatsResponse"}},
   };
   for (const auto& [name, types] : methods) {
     SCOPED_TRACE(name);
