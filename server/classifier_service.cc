@@ -20,6 +20,8 @@ absl::Status ToFrontendRequest(const ClassifyRequest& request, FrontendRequest& 
   r.model = request.model();
   r.variant = request.variant();
   r.routing_key = request.routing_key();
+  r.request_id = request.request_id();
+  r.labels = request.label();
   r.timeout_us = request.timeout_us();
   r.priority = request.priority();
   if (request.top_k() < 0) return absl::InvalidArgumentError("top_k must be >= 0");
@@ -74,11 +76,6 @@ absl::Status FillResponseSafely(const ClassifyRequest& request, const FrontendRe
   }
 }
 
-std::string NextRequestId() {
-  static std::atomic<uint64_t> counter{0};
-  return absl::StrCat("vitq-", counter.fetch_add(1) + 1);
-}
-
 // One ClassifyStream call. Reads requests one at a time (pausing at kMaxInFlight unanswered or
 // unwritten ones), runs each through the frontend, and writes responses in completion order with
 // one write in flight (gRPC allows no more). The call
@@ -103,7 +100,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<ClassifyRequest, Clas
       return;
     }
     auto request = std::make_shared<ClassifyRequest>(std::move(incoming_));
-    if (request->request_id().empty()) request->set_request_id(NextRequestId());
+    if (request->request_id().empty()) request->set_request_id(NewRequestId());
     {
       absl::MutexLock lock(&mu_);
       ++pending_;
@@ -250,13 +247,29 @@ grpc::ServerUnaryReactor* ClassifierService::Classify(grpc::CallbackServerContex
   }
   if (r.routing_key.empty()) r.routing_key = RoutingKeyFromMetadata(*context);
   const std::string request_id =
-      request->request_id().empty() ? NextRequestId() : request->request_id();
+      request->request_id().empty() ? NewRequestId() : request->request_id();
+  r.request_id = request_id;
   frontend_->Infer(std::move(r), [reactor, request, response, request_id](
                                      absl::Status status, FrontendResult result) {
     if (status.ok()) status = FillResponseSafely(*request, result, *response);
     if (status.ok()) response->set_request_id(request_id);
     reactor->Finish(ToGrpcStatus(status));
   });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ClassifierService::Feedback(grpc::CallbackServerContext* context,
+                                                      const vitq::v1::FeedbackRequest* request,
+                                                      vitq::v1::FeedbackResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<FeedbackOutcome> outcome =
+      frontend_->Feedback(request->request_id(), request->label());
+  if (outcome.ok()) {
+    response->set_model(outcome->model);
+    response->set_variant(outcome->variant);
+    response->set_correct(outcome->correct);
+  }
+  reactor->Finish(ToGrpcStatus(outcome.status()));
   return reactor;
 }
 

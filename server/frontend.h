@@ -15,6 +15,8 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "server/feedback_log.h"
 #include "server/metrics.h"
 #include "server/model_repository.h"
 
@@ -25,6 +27,10 @@ struct FrontendRequest {
   std::string model;
   std::string variant;      // empty: the router decides
   std::string routing_key;  // sticky A/B assignment; empty: random by weight
+  std::string request_id;   // non-empty: its answer is remembered for Feedback
+  // True classes, when the client knows them: empty, or one per image, comma-separated; each a
+  // class index or a class name. Counted in the labeled accuracy of the variant that answers.
+  std::string labels;
   // The input, exactly one of:
   std::vector<std::span<const uint8_t>> encoded_images;  // must stay valid during Infer
   std::vector<float> tensor;                             // preprocessed, (N, C, H, W)
@@ -44,7 +50,19 @@ struct FrontendResult {
   InferOutput output;  // logits (num_images, classes) and queue / compute times
   int64_t preprocess_us = 0;
   int64_t total_us = 0;
+  std::vector<int64_t> true_classes;  // parsed FrontendRequest::labels (empty: none)
+  std::shared_ptr<const RoutingTable> table;  // that routed it (shadow settings)
 };
+
+// What Feedback found: the request's model and variant and whether its top-1 was right.
+struct FeedbackOutcome {
+  std::string model;
+  std::string variant;
+  bool correct = false;
+};
+
+// A request id unique to this process and distinct across processes (random prefix).
+std::string NewRequestId();
 
 // Called exactly once per Infer, possibly on the calling thread (errors found before queueing),
 // else on the variant's batcher thread.
@@ -57,6 +75,10 @@ class Frontend {
       : repository_(repository), metrics_(metrics) {}
 
   void Infer(FrontendRequest request, FrontendCallback done);
+
+  // The true label(s) of an answered request (Classifier.Feedback): counted once for the variant
+  // that answered. NOT_FOUND (unknown, expired or already labeled), INVALID_ARGUMENT (label).
+  absl::StatusOr<FeedbackOutcome> Feedback(const std::string& request_id, const std::string& labels);
 
   // Counts a request the service refused before Infer (malformed protobuf fields).
   void CountRejected(const FrontendRequest& request, const absl::Status& status);
@@ -75,11 +97,18 @@ class Frontend {
                           InferInput& input, int64_t& preprocess_us);
   void Finish(const FrontendRequest& request, absl::Status status, FrontendResult result,
               const FrontendCallback& done);
+  // After an answer: labeled accuracy, the feedback log, and the shadow copy (if sampled).
+  void Account(const FrontendRequest& request, const FrontendResult& result);
+  // Runs `images` on the table's shadow reference, off the response path, and compares its
+  // logits with `logits` for `compared`'s agreement metrics. Dropped when the reference is busy.
+  void Shadow(const std::shared_ptr<const RoutingTable>& table, std::shared_ptr<Variant> compared,
+              int num_images, std::vector<float> images, std::vector<float> logits);
 
   const ModelRepository* repository_;
   ServerMetrics* metrics_;
   std::atomic<bool> draining_{false};
   std::atomic<int> preparing_{0};  // requests inside Infer before Submit
+  FeedbackLog feedback_;
 };
 
 }  // namespace vitq::server

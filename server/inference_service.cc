@@ -44,6 +44,21 @@ absl::Status StringParameter(const ParameterMap& params, const std::string& key,
   return absl::OkStatus();
 }
 
+// The "label" parameter: class names or indexes as a string ("3", "Dress", "3,Dress"), or one
+// class index as an integer.
+absl::Status LabelParameter(const ParameterMap& params, std::string& out) {
+  auto it = params.find("label");
+  if (it == params.end()) return absl::OkStatus();
+  switch (it->second.parameter_choice_case()) {
+    case InferParameter::kStringParam: out = it->second.string_param(); return absl::OkStatus();
+    case InferParameter::kInt64Param: out = absl::StrCat(it->second.int64_param()); return absl::OkStatus();
+    case InferParameter::kUint64Param: out = absl::StrCat(it->second.uint64_param()); return absl::OkStatus();
+    default:
+      return absl::InvalidArgumentError(
+          "parameter 'label' must be a string (class names or indexes, comma-separated) or an integer");
+  }
+}
+
 // An integer parameter (int64, uint64, or a double with an integral value).
 absl::Status IntParameter(const ParameterMap& params, const std::string& key, int64_t& out) {
   auto it = params.find(key);
@@ -186,6 +201,7 @@ absl::Status ParseRequest(grpc::CallbackServerContext* context, const ModelInfer
     r.variant = variant_param;
   }
   s.Update(StringParameter(req.parameters(), "ab_key", r.routing_key));
+  s.Update(LabelParameter(req.parameters(), r.labels));
   int64_t timeout_us = 0, priority = 0;
   s.Update(IntParameter(req.parameters(), "timeout", timeout_us));
   s.Update(IntParameter(req.parameters(), "timeout_us", timeout_us));
@@ -219,13 +235,14 @@ void AppendRawString(std::string& raw, const std::string& s) {
   raw += s;
 }
 
-void FillResponse(const ModelInferRequest& req, const RequestedOutputs& requested,
-                  const FrontendResult& result, ModelInferResponse& resp) {
+void FillResponse(const ModelInferRequest& req, const std::string& request_id,
+                  const RequestedOutputs& requested, const FrontendResult& result,
+                  ModelInferResponse& resp) {
   const Variant& variant = *result.variant;
   const int64_t n = result.num_images, classes = variant.num_classes();
   resp.set_model_name(req.model_name());
   resp.set_model_version(variant.name());
-  resp.set_id(req.id());
+  resp.set_id(request_id);
   auto& params = *resp.mutable_parameters();
   params["variant"].set_string_param(variant.name());
   params["routing_generation"].set_int64_param(result.routing_generation);
@@ -295,7 +312,7 @@ grpc::ServerUnaryReactor* InferenceService::ModelMetadata(
   const Variant& v = *routed->variant;
   const ModelConfig& c = v.model_config();
   response->set_name(request->name());
-  for (const auto& e : frontend_->repository().Find(request->name())->routing()->entries()) {
+  for (const auto& e : routed->table->entries()) {
     response->add_versions(e.variant->name());
   }
   response->set_platform(absl::StrCat("vitq_", ArchName(c.arch)));
@@ -317,7 +334,7 @@ grpc::ServerUnaryReactor* InferenceService::ModelMetadata(
 grpc::ServerUnaryReactor* InferenceService::RepositoryIndex(
     grpc::CallbackServerContext* context, const inference::RepositoryIndexRequest*,
     inference::RepositoryIndexResponse* response) {
-  for (const ServedModel* model : frontend_->repository().models()) {
+  for (const auto& model : frontend_->repository().models()) {
     for (const auto& e : model->routing()->entries()) {
       auto* entry = response->add_models();
       entry->set_name(model->name());
@@ -340,11 +357,14 @@ grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerConte
     reactor->Finish(ToGrpcStatus(s));
     return reactor;
   }
-  frontend_->Infer(std::move(r), [reactor, request, response, requested](absl::Status status,
-                                                                         FrontendResult result) {
+  // The response's id: the request's, or one the server assigns (for Classifier.Feedback).
+  std::string request_id = request->id().empty() ? NewRequestId() : request->id();
+  r.request_id = request_id;
+  frontend_->Infer(std::move(r), [reactor, request, response, requested, request_id](
+                                     absl::Status status, FrontendResult result) {
     if (status.ok()) {
       try {
-        FillResponse(*request, *requested, result, *response);
+        FillResponse(*request, request_id, *requested, result, *response);
       } catch (const std::exception& e) {  // bad_alloc: answer anyway, never leave the call open
         response->Clear();
         status = absl::ResourceExhaustedError(absl::StrCat("building the response failed: ", e.what()));

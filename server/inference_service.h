@@ -12,7 +12,10 @@
 //   * Request parameters: "variant" (string, like model_version), "topk" (int, default 5; Triton's
 //     per-output "classification" is accepted too), "timeout_us" or Triton's "timeout" (int, µs),
 //     "priority" (int, 0 = highest), "ab_key" (string: sticky A/B routing key; gRPC metadata
-//     "x-vitq-ab-key" works too).
+//     "x-vitq-ab-key" works too), "label" (the true class(es): names or indexes, comma-separated,
+//     one per image; counted in the variant's labeled accuracy).
+//   * The response id is the request's id, or one the server assigns when it has none; that id
+//     can be labeled later with vitq.v1.Classifier/Feedback.
 //   * Response parameters: "variant", "routing_generation", "queue_us", "compute_us",
 //     "preprocess_us".
 #pragma once

@@ -130,15 +130,28 @@ absl::Status ParseTls(const YAML::Node& n, const std::string& dir, TlsConfig& tl
   return absl::OkStatus();
 }
 
+absl::Status ParseAdmin(const YAML::Node& n, const std::string& dir, AdminConfig& admin) {
+  if (!n) return absl::OkStatus();
+  if (!n.IsMap()) return Error("server: admin", "must be a mapping");
+  absl::Status s = absl::OkStatus();
+  s.Update(Read(n, "listen", "server: admin", admin.listen));
+  s.Update(Read(n, "token_file", "server: admin", admin.token_file));
+  if (!s.ok()) return s;
+  admin.token_file = Resolve(dir, admin.token_file);
+  return absl::OkStatus();
+}
+
 absl::Status ParseServerSection(const YAML::Node& n, const std::string& dir, ServerConfig& c) {
   if (!n) return absl::OkStatus();
   if (absl::Status s = ParseTls(n["tls"], dir, c.tls); !s.ok()) return s;
+  if (absl::Status s = ParseAdmin(n["admin"], dir, c.admin); !s.ok()) return s;
   absl::Status s = absl::OkStatus();
   s.Update(Read(n, "listen", "server", c.listen));
   s.Update(Read(n, "metrics_listen", "server", c.metrics_listen));
   s.Update(Read(n, "max_message_bytes", "server", c.max_message_bytes));
   s.Update(Read(n, "drain_grace_s", "server", c.drain_grace_s));
   s.Update(Read(n, "engine_threads", "server", c.engine_threads));
+  s.Update(Read(n, "watch_config", "server", c.watch_config));
   if (!s.ok()) return s;
   if (c.listen.empty()) return Error("server", "listen is required");
   if (c.max_message_bytes < 1024 || c.max_message_bytes > INT32_MAX)
@@ -187,6 +200,7 @@ absl::StatusOr<ServerConfig> LoadServerConfig(const std::string& path) {
   if (!config.ok())
     return absl::Status(config.status().code(),
                         absl::StrCat(path, ": ", config.status().message()));
+  config->source_path = path;
   return config;
 }
 

@@ -10,6 +10,8 @@
 //     drain_grace_s: 20             # SIGTERM: finish queued and in-flight requests for this long
 //     engine_threads: 0             # OpenMP threads per forward pass; 0 = OMP_NUM_THREADS or all
 //     tls: {cert: server.pem, key: server.key, client_ca: ca.pem}   # optional; client_ca = mTLS
+//     admin: {listen: 127.0.0.1:8002, token_file: admin.token}  # vitq.v1.Admin; optional
+//     watch_config: false           # reload this file when it changes (SIGHUP always reloads)
 //   models:
 //     - name: fmnist-deit
 //       labels: ../config/labels/fashion-mnist.txt
@@ -18,8 +20,7 @@
 //       variants:
 //         - {name: fp32, path: ../models/fmnist-deit.safetensors, precision: fp32, weight: 0.9}
 //         - {name: w8a8, path: ../models/fmnist-deit.w8a8.safetensors, weight: 0.1}
-//       shadow: {variant: w8a8, fraction: 0.05}   # parsed; vitq-server refuses it until shadow
-//                                                 # traffic is implemented
+// //       shadow: {variant: fp32, fraction: 0.05}   # reference: gets 5% copies, compared
 #pragma once
 
 #include <cstdint>
@@ -42,7 +43,8 @@ struct VariantConfig {
 };
 
 struct ShadowConfig {
-  std::string variant;    // gets a copy of routed traffic; its answers are compared, not returned
+  std::string variant;    // the reference: gets a copy of sampled requests; its answers are
+                          // compared with the variant's that answered, never returned
   double fraction = 0.0;  // of requests copied, in [0, 1]
 };
 
@@ -61,13 +63,22 @@ struct TlsConfig {
   std::string client_ca;  // PEM CAs that sign client certificates: set = mutual TLS (required)
 };
 
+// The vitq.v1.Admin service: its own port, a bearer token, the main port's TLS.
+struct AdminConfig {
+  std::string listen;      // HOST:PORT; empty = no admin service
+  std::string token_file;  // file holding the bearer token, resolved; else $VITQ_ADMIN_TOKEN
+};
+
 struct ServerConfig {
+  std::string source_path;  // the file it was read from (empty when parsed from text)
   std::string listen = "0.0.0.0:8001";
   std::string metrics_listen = "0.0.0.0:9090";
   int64_t max_message_bytes = 16 << 20;
   double drain_grace_s = 20;
   int engine_threads = 0;  // OpenMP threads per forward pass; 0 = OMP_NUM_THREADS or all cores
   TlsConfig tls;
+  AdminConfig admin;
+  bool watch_config = false;  // reload when the file's contents change
   std::vector<ModelEntry> models;
 };
 

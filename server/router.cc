@@ -2,8 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <set>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
 
 namespace vitq::server {
 namespace {
@@ -30,10 +33,15 @@ uint64_t StableHash(const std::string& key, const std::string& variant) {
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<const RoutingTable>> RoutingTable::Create(
-    std::vector<Entry> entries, int64_t generation) {
+    std::vector<Entry> entries, int64_t generation, Shadow shadow) {
   double total = 0;
+  std::set<std::string> names;
   for (const Entry& e : entries) {
     if (!e.variant) return absl::InvalidArgumentError("routing table entry without a variant");
+    if (!names.insert(e.variant->name()).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("variant '", e.variant->name(), "' appears twice"));
+    }
     if (!std::isfinite(e.weight) || e.weight < 0) {
       return absl::InvalidArgumentError(absl::StrCat("weight of variant '", e.variant->name(),
                                                      "' must be finite and >= 0, got ", e.weight));
@@ -41,11 +49,25 @@ absl::StatusOr<std::shared_ptr<const RoutingTable>> RoutingTable::Create(
     total += e.weight;
   }
   if (!(total > 0)) return absl::InvalidArgumentError("at least one weight must be > 0");
-  return std::shared_ptr<const RoutingTable>(new RoutingTable(std::move(entries), generation));
+  if (!shadow.variant.empty() && !names.count(shadow.variant)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("shadow variant '", shadow.variant, "' is not one of the model's variants"));
+  }
+  if (!(shadow.fraction >= 0 && shadow.fraction <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("shadow fraction must be in [0, 1], got ", shadow.fraction));
+  }
+  if (shadow.variant.empty()) shadow.fraction = 0;
+  return std::shared_ptr<const RoutingTable>(
+      new RoutingTable(std::move(entries), generation, std::move(shadow)));
 }
 
-RoutingTable::RoutingTable(std::vector<Entry> entries, int64_t generation)
-    : entries_(std::move(entries)), generation_(generation) {
+RoutingTable::RoutingTable(std::vector<Entry> entries, int64_t generation, Shadow shadow)
+    : entries_(std::move(entries)),
+      generation_(generation),
+      created_unix_us_(absl::ToUnixMicros(absl::Now())),
+      shadow_(std::move(shadow)) {
+  if (!shadow_.variant.empty()) shadow_reference_ = Find(shadow_.variant);
   std::sort(entries_.begin(), entries_.end(),
             [](const Entry& a, const Entry& b) { return a.variant->name() < b.variant->name(); });
   for (const Entry& e : entries_) {
@@ -84,6 +106,18 @@ std::shared_ptr<Variant> RoutingTable::Find(const std::string& name) const {
   for (const Entry& e : entries_)
     if (e.variant->name() == name) return e.variant;
   return nullptr;
+}
+
+std::string RoutingTable::Describe() const {
+  std::vector<std::string> parts;
+  for (const Entry& e : entries_) {
+    parts.push_back(absl::StrCat(e.variant->name(), "=", absl::SixDigits(e.weight / total_weight_)));
+  }
+  std::string out = absl::StrJoin(parts, " ");
+  if (!shadow_.variant.empty()) {
+    absl::StrAppend(&out, " (shadow: ", shadow_.fraction, " to ", shadow_.variant, ")");
+  }
+  return out;
 }
 
 double RoutingTable::Share(const std::string& name) const {

@@ -24,6 +24,13 @@
 
 namespace vitq::server {
 
+// The model's reference variant, which gets a sampled copy of routed requests (shadow traffic)
+// so that every variant's answers can be compared with it.
+struct RoutingShadow {
+  std::string variant;    // empty: no shadow traffic
+  double fraction = 0.0;  // of routed requests, in [0, 1]
+};
+
 class RoutingTable {
  public:
   struct Entry {
@@ -31,9 +38,13 @@ class RoutingTable {
     double weight = 0;  // >= 0, not normalised
   };
 
-  // INVALID_ARGUMENT unless every weight is finite and >= 0 and one is > 0.
+  using Shadow = RoutingShadow;
+
+  // INVALID_ARGUMENT unless every weight is finite and >= 0, one is > 0, variant names are
+  // unique, and the shadow variant (if any) is one of the entries with a fraction in [0, 1].
   static absl::StatusOr<std::shared_ptr<const RoutingTable>> Create(std::vector<Entry> entries,
-                                                                    int64_t generation);
+                                                                    int64_t generation,
+                                                                    Shadow shadow = {});
 
   // The variant for a request without an explicit variant: by `routing_key` when non-empty, else
   // by `uniform01`, a random number in [0, 1).
@@ -46,14 +57,24 @@ class RoutingTable {
   // Normalised share of `name`'s traffic in [0, 1]; 0 for unknown names.
   double Share(const std::string& name) const;
   int64_t generation() const { return generation_; }
+  // When this table was created, microseconds since the Unix epoch.
+  int64_t created_unix_us() const { return created_unix_us_; }
+  const Shadow& shadow() const { return shadow_; }
+  // The shadow reference variant, or nullptr when there is none.
+  const std::shared_ptr<Variant>& shadow_reference() const { return shadow_reference_; }
+  // "fp32=0.9 w8a8=0.1" (normalised shares; for logs).
+  std::string Describe() const;
 
  private:
-  RoutingTable(std::vector<Entry> entries, int64_t generation);
+  RoutingTable(std::vector<Entry> entries, int64_t generation, Shadow shadow);
 
   std::vector<Entry> entries_;   // sorted by variant name
   std::vector<double> cumulative_;  // running sum of weights, for random picks
   double total_weight_ = 0;
   int64_t generation_ = 0;
+  int64_t created_unix_us_ = 0;
+  Shadow shadow_;
+  std::shared_ptr<Variant> shadow_reference_;
 };
 
 }  // namespace vitq::server

@@ -5,10 +5,12 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 
 namespace vitq::server {
 namespace {
@@ -40,6 +42,24 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const TlsCo
   }
   return grpc::SslServerCredentials(ssl);
 }
+
+// Server-section settings a reload cannot apply to a running server.
+std::vector<std::string> RestartOnlyChanges(const ServerConfig& running, const ServerConfig& file) {
+  std::vector<std::string> changed;
+  if (running.listen != file.listen) changed.push_back("listen");
+  if (running.metrics_listen != file.metrics_listen) changed.push_back("metrics_listen");
+  if (running.max_message_bytes != file.max_message_bytes) changed.push_back("max_message_bytes");
+  if (running.engine_threads != file.engine_threads) changed.push_back("engine_threads");
+  if (running.tls.cert != file.tls.cert || running.tls.key != file.tls.key ||
+      running.tls.client_ca != file.tls.client_ca) {
+    changed.push_back("tls");
+  }
+  if (running.admin.listen != file.admin.listen || running.admin.token_file != file.admin.token_file)
+    changed.push_back("admin");
+  return changed;
+}
+
+constexpr auto kConfigPollInterval = absl::Seconds(2);
 
 }  // namespace
 
@@ -94,7 +114,31 @@ absl::Status VitqServer::Build() {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", config.listen,
                                                " (address in use or invalid?)"));
   }
+  if (absl::Status s = StartAdmin(*credentials); !s.ok()) return s;
   SetServing(true);
+  repository_->OnModelsChanged([this] { SetServing(!frontend_->draining()); });
+  if (config.watch_config && !config.source_path.empty()) {
+    watcher_ = std::thread([this] { WatchConfig(); });
+  }
+  return absl::OkStatus();
+}
+
+absl::Status VitqServer::StartAdmin(const std::shared_ptr<grpc::ServerCredentials>& credentials) {
+  if (config_.admin.listen.empty()) return absl::OkStatus();
+  absl::StatusOr<std::string> token = ReadAdminToken(config_.admin.token_file);
+  if (!token.ok()) return token.status();
+  const std::string config_dir =
+      std::filesystem::path(config_.source_path).parent_path().string();
+  admin_service_ = std::make_unique<AdminService>(
+      repository_.get(), *token, config_dir, [this] { return ReloadConfig(); }, metrics_.get());
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(config_.admin.listen, credentials, &admin_port_);
+  builder.RegisterService(admin_service_.get());
+  admin_server_ = builder.BuildAndStart();
+  if (!admin_server_ || admin_port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("admin: cannot listen on ", config_.admin.listen,
+                                               " (address in use or invalid?)"));
+  }
   return absl::OkStatus();
 }
 
@@ -102,15 +146,74 @@ void VitqServer::SetServing(bool serving) {
   grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
   if (!health) return;
   health->SetServingStatus(serving);  // every service, "" included
-  for (const ServedModel* model : repository_->models()) {
+  absl::MutexLock lock(&health_mu_);
+  std::set<std::string> current;
+  for (const auto& model : repository_->models()) {
+    current.insert(ModelHealthService(model->name()));
     health->SetServingStatus(ModelHealthService(model->name()), serving);
   }
+  // A model removed by a reload is no longer served.
+  for (const std::string& gone : health_models_) {
+    if (!current.count(gone)) health->SetServingStatus(gone, false);
+  }
+  health_models_.insert(current.begin(), current.end());
+}
+
+absl::StatusOr<std::vector<std::string>> VitqServer::ReloadConfig() {
+  absl::MutexLock lock(&reload_mu_);
+  if (config_.source_path.empty()) {
+    return absl::FailedPreconditionError("the server was not started from a config file");
+  }
+  std::fprintf(stderr, "vitq-server: reloading %s\n", config_.source_path.c_str());
+  absl::StatusOr<ServerConfig> file = LoadServerConfig(config_.source_path);
+  absl::StatusOr<std::vector<std::string>> changes =
+      file.ok() ? repository_->Reload(*file) : absl::StatusOr<std::vector<std::string>>(file.status());
+  if (!changes.ok()) {
+    std::fprintf(stderr, "vitq-server: reload rejected, still serving the previous config: %s\n",
+                 std::string(changes.status().message()).c_str());
+    if (metrics_) metrics_->OnAdminChange("reload", changes.status().code());
+    return changes.status();
+  }
+  if (std::vector<std::string> ignored = RestartOnlyChanges(config_, *file); !ignored.empty()) {
+    changes->push_back(absl::StrCat("server: ", absl::StrJoin(ignored, ", "),
+                                    " changed; takes effect after a restart"));
+  }
+  for (const std::string& change : *changes) {
+    std::fprintf(stderr, "vitq-server: reload: %s\n", change.c_str());
+  }
+  if (changes->empty()) std::fprintf(stderr, "vitq-server: reload: nothing changed\n");
+  if (metrics_) metrics_->OnAdminChange("reload", absl::StatusCode::kOk);
+  return changes;
+}
+
+void VitqServer::WatchConfig() {
+  absl::StatusOr<std::string> last = ReadFileToString(config_.source_path);
+  absl::MutexLock lock(&watch_mu_);
+  while (!watch_mu_.AwaitWithTimeout(absl::Condition(&stop_watching_), kConfigPollInterval)) {
+    // Contents, not the modification time: a Kubernetes ConfigMap update swaps a symlink.
+    absl::StatusOr<std::string> now = ReadFileToString(config_.source_path);
+    if (!now.ok() || (last.ok() && *now == *last)) continue;
+    last = now;
+    watch_mu_.Unlock();
+    std::fprintf(stderr, "vitq-server: %s changed\n", config_.source_path.c_str());
+    (void)ReloadConfig();  // logs its outcome; a bad file keeps the old config serving
+    watch_mu_.Lock();
+  }
+}
+
+void VitqServer::StopWatching() {
+  {
+    absl::MutexLock lock(&watch_mu_);
+    stop_watching_ = true;
+  }
+  if (watcher_.joinable()) watcher_.join();
 }
 
 bool VitqServer::Drain(double grace_s) {
   absl::MutexLock lock(&drain_mu_);
   if (drained_) return drain_result_;
   std::fprintf(stderr, "vitq-server: draining (grace %.1f s)\n", grace_s);
+  StopWatching();
   SetServing(false);
   frontend_->StartDraining();
   const auto start = std::chrono::steady_clock::now();
@@ -124,6 +227,7 @@ bool VitqServer::Drain(double grace_s) {
       grace_s - std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   server_->Shutdown(std::chrono::system_clock::now() +
                     std::chrono::milliseconds(static_cast<int64_t>(std::max(left_s, 0.5) * 1000)));
+  if (admin_server_) admin_server_->Shutdown(std::chrono::system_clock::now());
   drained_ = true;
   std::fprintf(stderr, "vitq-server: drained%s\n",
                drain_result_ ? "" : " (grace ran out: some queued requests were refused)");
@@ -137,7 +241,9 @@ void VitqServer::Wait() {
 
 VitqServer::~VitqServer() {
   if (server_) Drain(config_.drain_grace_s);
+  StopWatching();
   if (server_) server_->Wait();
+  if (admin_server_) admin_server_->Wait();
 }
 
 }  // namespace vitq::server

@@ -124,7 +124,8 @@ Variant::Variant(std::string model_name, VariantConfig config, BatcherOptions ba
       config_(std::move(config)),
       batching_(std::move(batching)),
       model_(std::move(model)),
-      metrics_(metrics) {
+      metrics_(metrics),
+      stats_(Clock::Real()->NowMicros()) {
   batching_.name = absl::StrCat(model_name_, "/", config_.name);
   preprocess_ = PreprocessOptionsFor(model_->config());
   preprocess_.num_threads = 1;  // one request per gRPC thread; never fork an OpenMP team

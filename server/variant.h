@@ -24,6 +24,7 @@
 #include "server/batcher.h"
 #include "server/metrics.h"
 #include "server/repository_config.h"
+#include "server/variant_stats.h"
 
 namespace vitq::server {
 
@@ -99,6 +100,11 @@ class Variant {
   int max_batch_size() const { return batching_.max_batch_size; }
   int priority_levels() const { return batching_.priority_levels; }
   int queue_depth() const { return batcher_->QueueDepth(); }
+  const BatcherOptions& batching() const { return batching_; }
+  // Live figures for Admin Stats and the load-adaptive controller (thread-safe).
+  VariantStats& stats() const { return stats_; }
+  // Its Prometheus series (members null without metrics).
+  const VariantMetrics& series() const { return series_; }
 
  private:
   struct Job {
@@ -121,6 +127,7 @@ class Variant {
   std::unique_ptr<Model> model_;
   ServerMetrics* metrics_;
   VariantMetrics series_;
+  mutable VariantStats stats_;
   std::vector<std::string> class_names_;
   preprocessing::PreprocessOptions preprocess_;
   std::string precision_;

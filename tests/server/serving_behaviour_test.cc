@@ -329,17 +329,5 @@ TEST_F(ServerTest, MetricsCountRequestsByModelVariantApiAndCode) {
   }
 }
 
-// Shadow traffic is parsed but not implemented: the server must refuse it, not ignore it.
-TEST(ModelRepositoryLoad, RefusesShadowUntilItIsImplemented) {
-  absl::StatusOr<ServerConfig> config = ParseServerConfig(
-      "models:\n  - name: m\n    variants: [{name: a, path: a.safetensors}, {name: b, path: "
-      "b.safetensors, weight: 0}]\n    shadow: {variant: b, fraction: 0.1}\n",
-      "/nonexistent");
-  ASSERT_TRUE(config.ok()) << config.status();
-  absl::StatusOr<std::unique_ptr<ModelRepository>> repo = ModelRepository::Load(*config, nullptr);
-  EXPECT_EQ(repo.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_NE(std::string(repo.status().message()).find("shadow"), std::string::npos);
-}
-
 }  // namespace
 }  // namespace vitq::server::testing
