@@ -7,7 +7,10 @@
 // Flags override the config file's `server:` section. On start it prints the addresses it bound
 // ("vitq-server: listening on 127.0.0.1:40211"). SIGTERM or SIGINT drains: health turns
 // NOT_SERVING, new requests get UNAVAILABLE, queued ones finish within drain_grace_s, exit 0.
-// A second SIGTERM/SIGINT exits at once (status 1).
+// A second SIGTERM/SIGINT exits at once (status 1). SIGHUP reloads the config file's models
+// (new and changed variants are loaded and warmed before traffic moves; a bad file changes
+// nothing). With server.admin.listen (or --admin-listen) the vitq.v1.Admin service listens there,
+// with the bearer token from server.admin.token_file / --admin-token-file / $VITQ_ADMIN_TOKEN.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -30,6 +33,8 @@ struct Flags {
   std::string tls_cert, tls_key, tls_client_ca;
   double drain_grace_s = -1;
   int threads = 0;
+  std::string admin_listen;
+  std::string admin_token_file;
 };
 
 void AddFlags(CLI::App& app, Flags& f) {
@@ -50,6 +55,13 @@ void AddFlags(CLI::App& app, Flags& f) {
   app.add_option("--drain-grace-s", f.drain_grace_s,
                  "on SIGTERM/SIGINT, let queued requests finish for this many seconds "
                  "(overrides server.drain_grace_s, default 20)");
+  app.add_option("--admin-listen", f.admin_listen,
+                 "vitq.v1.Admin address HOST:PORT (overrides server.admin.listen; port 0 picks a "
+                 "free port; 'off' disables). Keep it on loopback or a private network");
+  app.add_option("--admin-token-file", f.admin_token_file,
+                 "file holding the admin bearer token (overrides server.admin.token_file; "
+                 "default: $VITQ_ADMIN_TOKEN)")
+      ->check(CLI::ExistingFile);
   app.add_option("--threads", f.threads,
                  "engine threads per forward pass (overrides server.engine_threads; default: "
                  "OMP_NUM_THREADS or all cores)");
@@ -67,6 +79,12 @@ void ApplyOverrides(const Flags& f, vitq::server::ServerConfig& c) {
   if (!f.tls_client_ca.empty()) c.tls.client_ca = f.tls_client_ca;
   if (f.drain_grace_s >= 0) c.drain_grace_s = f.drain_grace_s;
   if (f.threads > 0) c.engine_threads = f.threads;
+  if (f.admin_listen == "off") {
+    c.admin.listen.clear();
+  } else if (!f.admin_listen.empty()) {
+    c.admin.listen = f.admin_listen;
+  }
+  if (!f.admin_token_file.empty()) c.admin.token_file = f.admin_token_file;
 }
 
 // The host part of HOST:PORT, for printing the bound address.
@@ -75,31 +93,34 @@ std::string HostOf(const std::string& address) {
   return colon == std::string::npos ? address : address.substr(0, colon);
 }
 
-// SIGTERM / SIGINT are turned into a byte on this pipe, read by the main thread. A handler
+// SIGTERM / SIGINT / SIGHUP are turned into a byte on this pipe, read by the main thread. A handler
 // (rather than blocking the signals and calling sigwait) also covers threads that libraries
 // start before main, which would otherwise take the default action and kill the process.
 int stop_pipe[2] = {-1, -1};
 
 volatile sig_atomic_t stop_signals_seen = 0;
 
-// The first signal starts a drain; a second one means "now": exit without waiting.
-void OnStopSignal(int signal_number) {
-  if (stop_signals_seen) _exit(1);
-  stop_signals_seen = 1;
+// The first stop signal starts a drain; a second one means "now": exit without waiting.
+void OnSignal(int signal_number) {
+  if (signal_number != SIGHUP) {
+    if (stop_signals_seen) _exit(1);
+    stop_signals_seen = 1;
+  }
   const unsigned char byte = static_cast<unsigned char>(signal_number);
   (void)!write(stop_pipe[1], &byte, 1);  // async-signal-safe; non-blocking
 }
 
-bool InstallStopHandler() {
+bool InstallSignalHandler() {
   if (pipe2(stop_pipe, O_CLOEXEC | O_NONBLOCK) != 0) return false;
   struct sigaction action {};
-  action.sa_handler = OnStopSignal;
+  action.sa_handler = OnSignal;
   sigemptyset(&action.sa_mask);
   action.sa_flags = SA_RESTART;
-  return sigaction(SIGTERM, &action, nullptr) == 0 && sigaction(SIGINT, &action, nullptr) == 0;
+  return sigaction(SIGTERM, &action, nullptr) == 0 && sigaction(SIGINT, &action, nullptr) == 0 &&
+         sigaction(SIGHUP, &action, nullptr) == 0;
 }
 
-int WaitForStopSignal() {
+int WaitForSignal() {
   unsigned char byte = 0;
   for (;;) {
     pollfd readable{stop_pipe[0], POLLIN, 0};
@@ -125,7 +146,7 @@ int main(int argc, char** argv) {
   if (!config.ok()) return Fail(std::string(config.status().message()));
   ApplyOverrides(flags, *config);
 
-  if (!InstallStopHandler()) return Fail("cannot install the SIGTERM/SIGINT handler");
+  if (!InstallSignalHandler()) return Fail("cannot install the SIGTERM/SIGINT/SIGHUP handler");
   auto server = vitq::server::VitqServer::Start(*config);
   if (!server.ok()) return Fail(std::string(server.status().message()));
   std::printf("vitq-server: listening on %s:%d\n", HostOf(config->listen).c_str(),
@@ -134,9 +155,18 @@ int main(int argc, char** argv) {
     std::printf("vitq-server: metrics on http://%s:%d/metrics\n",
                 HostOf(config->metrics_listen).c_str(), (*server)->metrics_port());
   }
+  if ((*server)->admin_port() > 0) {
+    std::printf("vitq-server: admin on %s:%d\n", HostOf(config->admin.listen).c_str(),
+                (*server)->admin_port());
+  }
   std::fflush(stdout);
 
-  const int signal_number = WaitForStopSignal();
+  int signal_number = WaitForSignal();
+  while (signal_number == SIGHUP) {
+    std::fprintf(stderr, "vitq-server: received SIGHUP\n");
+    (void)(*server)->ReloadConfig();  // logs what changed, or why the file was rejected
+    signal_number = WaitForSignal();
+  }
   std::fprintf(stderr, "vitq-server: received %s\n", signal_number == SIGTERM ? "SIGTERM" : "SIGINT");
   // A drain cut short by its grace is expected behaviour under load, not a failure: exit 0.
   (*server)->Drain(config->drain_grace_s);
