@@ -73,6 +73,27 @@ absl::StatusOr<VariantConfig> ParseVariant(const YAML::Node& n, const std::strin
   return v;
 }
 
+absl::StatusOr<AdaptivePolicy> ParseAdaptive(const YAML::Node& n, const std::string& where,
+                                             const std::set<std::string>& variant_names) {
+  if (!n.IsMap()) return Error(where, "must be a mapping");
+  AdaptivePolicy p;
+  absl::Status s = absl::OkStatus();
+  s.Update(Read(n, "variants", where, p.variants));
+  s.Update(Read(n, "p99_slo_ms", where, p.p99_slo_ms));
+  s.Update(Read(n, "agreement_floor", where, p.agreement_floor));
+  s.Update(Read(n, "min_comparisons", where, p.min_comparisons));
+  s.Update(Read(n, "interval_s", where, p.interval_s));
+  s.Update(Read(n, "step_down_at", where, p.step_down_at));
+  s.Update(Read(n, "step_up_below", where, p.step_up_below));
+  s.Update(Read(n, "calm_intervals", where, p.calm_intervals));
+  if (!s.ok()) return s;
+  for (const std::string& v : p.variants) {
+    if (!variant_names.count(v)) return Error(where, absl::StrCat("'", v, "' is not a variant"));
+  }
+  if (absl::Status v = ValidateAdaptivePolicy(p); !v.ok()) return Error(where, std::string(v.message()));
+  return p;
+}
+
 absl::StatusOr<ModelEntry> ParseModel(const YAML::Node& n, const std::string& index_where,
                                       const std::string& dir) {
   if (!n.IsMap()) return Error(index_where, "a model must be a mapping");
@@ -109,6 +130,14 @@ absl::StatusOr<ModelEntry> ParseModel(const YAML::Node& n, const std::string& in
     if (!(shadow.fraction >= 0 && shadow.fraction <= 1))
       return Error(where, "shadow fraction must be in [0, 1]");
     m.shadow = shadow;
+  }
+  if (const YAML::Node ad = n["adaptive"]) {
+    auto policy = ParseAdaptive(ad, where + ": adaptive", names);
+    if (!policy.ok()) return policy.status();
+    if (!m.shadow) {
+      return Error(where, "adaptive needs `shadow` (a reference variant) to measure agreement");
+    }
+    m.adaptive = std::move(*policy);
   }
   return m;
 }

@@ -21,6 +21,7 @@
 //         - {name: fp32, path: ../models/fmnist-deit.safetensors, precision: fp32, weight: 0.9}
 //         - {name: w8a8, path: ../models/fmnist-deit.w8a8.safetensors, weight: 0.1}
 // //       shadow: {variant: fp32, fraction: 0.05}   # reference: gets 5% copies, compared
+//       adaptive: {variants: [fp32, w8a8, w4a4], p99_slo_ms: 50, agreement_floor: 0.98}
 #pragma once
 
 #include <cstdint>
@@ -29,6 +30,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/adaptive.h"
 #include "server/batcher.h"
 
 namespace vitq::server {
@@ -54,6 +56,7 @@ struct ModelEntry {
   BatcherOptions batching;
   std::vector<VariantConfig> variants;
   std::optional<ShadowConfig> shadow;
+  std::optional<AdaptivePolicy> adaptive;  // load-adaptive precision; needs `shadow`
 };
 
 // Transport security of the gRPC port. All empty = plaintext.

@@ -117,6 +117,7 @@ absl::Status VitqServer::Build() {
   if (absl::Status s = StartAdmin(*credentials); !s.ok()) return s;
   SetServing(true);
   repository_->OnModelsChanged([this] { SetServing(!frontend_->draining()); });
+  adaptive_ = std::make_unique<AdaptiveRunner>(repository_.get(), metrics_.get());
   if (config.watch_config && !config.source_path.empty()) {
     watcher_ = std::thread([this] { WatchConfig(); });
   }
@@ -214,6 +215,7 @@ bool VitqServer::Drain(double grace_s) {
   if (drained_) return drain_result_;
   std::fprintf(stderr, "vitq-server: draining (grace %.1f s)\n", grace_s);
   StopWatching();
+  adaptive_.reset();  // routing stays as it is while the queues drain
   SetServing(false);
   frontend_->StartDraining();
   const auto start = std::chrono::steady_clock::now();

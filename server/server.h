@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/adaptive_runner.h"
 #include "server/admin_service.h"
 #include "server/classifier_service.h"
 #include "server/frontend.h"
@@ -91,6 +92,7 @@ class VitqServer {
   absl::Mutex watch_mu_;
   bool stop_watching_ ABSL_GUARDED_BY(watch_mu_) = false;
   std::thread watcher_;
+  std::unique_ptr<AdaptiveRunner> adaptive_;  // models with an adaptive policy
   absl::Mutex drain_mu_;
   bool drained_ ABSL_GUARDED_BY(drain_mu_) = false;
   bool drain_result_ ABSL_GUARDED_BY(drain_mu_) = true;
