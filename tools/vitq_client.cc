@@ -20,11 +20,19 @@
 //   # Server or model metadata, over mutual TLS:
 //   vitq-client metadata --model deit_tiny --tls-ca ca.pem --tls-cert me.pem --tls-key me.key
 //
+//   # Hot switch and A/B (the admin port, a bearer token):
+//   vitq-client admin --address vitq:8002 --token-file token set-routing --model deit_tiny
+//       --weights w8a8=90,w4a4=10
+//   vitq-client ab-report --address vitq:8002 --token-file token --model deit_tiny
+//   # The true label of an answered request, for labeled accuracy:
+//   vitq-client feedback --request-id vitq-1a2b3c4d-17 --label 3
+//
 // Exit codes: 0 success; 1 an RPC or the connection failed (stderr:
 // "vitq-client: error: CODE_NAME: message"); 2 bad command line.
 #include <CLI/CLI.hpp>
 #include <optional>
 
+#include "tools/client/admin_command.h"
 #include "tools/client/classify_command.h"
 #include "tools/client/connection.h"
 #include "tools/client/load_command.h"
@@ -51,8 +59,8 @@ int main(int argc, char** argv) {
   using namespace vitq::client;
   CLI::App app{
       "vitq-client: talk to a vitq model server over gRPC: classify images, load-test it, check "
-      "its health, read its metadata. Run `vitq-client SUBCOMMAND --help` for the flags of "
-      "each."};
+      "its health, read its metadata, switch and compare its variants. Run `vitq-client "
+      "SUBCOMMAND --help` for the flags of each."};
   app.require_subcommand(1);
 
   ClassifyFlags classify_flags;
@@ -63,11 +71,20 @@ int main(int argc, char** argv) {
   CLI::App* health = AddHealthCommand(app, health_flags);
   MetadataFlags metadata_flags;
   CLI::App* metadata = AddMetadataCommand(app, metadata_flags);
+  AdminFlags admin_flags;
+  CLI::App* admin = AddAdminCommand(app, admin_flags);
+  AdminFlags report_flags;
+  CLI::App* ab_report = AddAbReportCommand(app, report_flags);
+  FeedbackFlags feedback_flags;
+  CLI::App* feedback = AddFeedbackCommand(app, feedback_flags);
 
   if (std::optional<int> exit_code = ParseCommandLine(app, argc, argv)) return *exit_code;
   if (*classify) return RunClassify(classify_flags);
   if (*load) return RunLoad(load_flags);
   if (*health) return RunHealth(health_flags);
   if (*metadata) return RunMetadata(metadata_flags);
+  if (*admin) return RunAdmin(*admin, admin_flags);
+  if (*ab_report) return RunAbReport(report_flags);
+  if (*feedback) return RunFeedback(feedback_flags);
   return kExitUsage;  // unreachable: require_subcommand(1)
 }

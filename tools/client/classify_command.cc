@@ -36,6 +36,7 @@ void PrintServerLine(const CallResult& result) {
     absl::StrAppendFormat(&line, ", queue %.3f ms, compute %.3f ms, total %.3f ms",
                           t.queue_us() / 1e3, t.compute_us() / 1e3, t.total_us() / 1e3);
   }
+  if (!result.request_id.empty()) absl::StrAppend(&line, ", id ", result.request_id);
   std::printf("%s\n", line.c_str());
 }
 
@@ -80,6 +81,11 @@ CLI::App* AddClassifyCommand(CLI::App& app, ClassifyFlags& flags) {
   command->add_option("IMAGE_FILE", flags.images, "image files to classify, one RPC each")
       ->required();
   AddModelFlags(command, &flags.model, &flags.variant, &flags.api, &flags.top_k);
+  command
+      ->add_option("--label", flags.labels,
+                   "true class of each image, in order (index or class name; repeat once per "
+                   "image): counted in the labeled accuracy of the variant that answers")
+      ->allow_extra_args(false);  // `--label A --label B x.png y.png`: files stay positional
   AddTimeoutFlag(command, &flags.timeout_ms);
   AddConnectionFlags(command, &flags.connection);
   return command;
@@ -92,12 +98,17 @@ int RunClassify(const ClassifyFlags& flags) {
   if (!channel.ok()) return Fail(channel.status());
   ClientOptions options;
   options.api = *api;
-  options.request = {flags.model, flags.variant, flags.top_k};
+  options.request = {flags.model, flags.variant, flags.top_k, /*label=*/""};
   options.timeout_ms = flags.timeout_ms;
   options.decode_predictions = true;
+  if (!flags.labels.empty() && flags.labels.size() != flags.images.size()) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+        "--label: give one label per image (", flags.images.size(), "), got ", flags.labels.size())));
+  }
   bool all_ok = true;
-  for (const std::string& path : flags.images) {
-    all_ok = ClassifyImage(*channel, options, path) && all_ok;
+  for (size_t i = 0; i < flags.images.size(); ++i) {
+    if (!flags.labels.empty()) options.request.label = flags.labels[i];
+    all_ok = ClassifyImage(*channel, options, flags.images[i]) && all_ok;
   }
   return all_ok ? kExitOk : kExitFailure;
 }

@@ -6,7 +6,9 @@
 //   a.jpg
 //     0.8123  tabby cat (class 281)
 //     ...
-//     deit_tiny/int8, queue 0.120 ms, compute 3.400 ms, total 3.900 ms   (kserve: no timing)
+//     deit_tiny/int8, queue 0.120 ms, compute 3.400 ms, total 3.900 ms, id vitq-1a2b3c4d-7
+//   (kserve: no timing). The id can be labeled later: vitq-client feedback --request-id ID.
+// --label L (once per image, in order) sends each image's true class for labeled accuracy.
 // A failed image is reported on stderr and the others are still classified; the exit code is 1
 // if any image failed.
 #pragma once
@@ -28,6 +30,7 @@ struct ClassifyFlags {
   int64_t timeout_ms = 0;           // per-RPC deadline; 0 = none
   std::string api = "classify";     // "classify" or "kserve"
   std::vector<std::string> images;  // encoded image files, one RPC each
+  std::vector<std::string> labels;  // empty, or the true class of each image
 };
 
 // Adds the `classify` subcommand to `app`, its options bound to `flags` (which must outlive

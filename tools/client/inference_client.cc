@@ -25,6 +25,7 @@ CallResult ResultOf(const grpc::Status& status, const vitq::v1::ClassifyResponse
   if (!status.ok()) return result;
   result.model = response.model();
   result.variant = response.variant();
+  result.request_id = response.request_id();
   result.timing = response.timing();
   if (decode_predictions) result.predictions = PredictionsOf(response);
   return result;
@@ -37,6 +38,7 @@ CallResult ResultOf(const grpc::Status& status, const inference::ModelInferRespo
   if (!status.ok()) return result;
   result.model = response.model_name();
   result.variant = response.model_version();
+  result.request_id = response.id();
   if (!decode_predictions) return result;
   absl::StatusOr<std::vector<Prediction>> predictions = PredictionsOf(response, top_k);
   if (predictions.ok()) {

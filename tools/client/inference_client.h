@@ -26,6 +26,7 @@ struct CallResult {
   grpc::Status status;
   std::string model;                       // model that answered
   std::string variant;                     // classify: response.variant; kserve: model_version
+  std::string request_id;                  // for Classifier.Feedback (kserve: response id)
   std::vector<Prediction> predictions;     // only with ClientOptions::decode_predictions
   std::optional<vitq::v1::Timing> timing;  // server-side timing; classify API only
 };

@@ -160,7 +160,7 @@ int RunLoad(const LoadFlags& flags) {
 
   ClientOptions client_options;
   client_options.api = *api;
-  client_options.request = {flags.model, flags.variant, flags.top_k};
+  client_options.request = {flags.model, flags.variant, flags.top_k, /*label=*/""};
   client_options.timeout_ms = flags.timeout_ms;
   std::unique_ptr<InferenceClient> client =
       InferenceClient::Create(*std::move(channel), client_options, *payloads);

@@ -175,6 +175,7 @@ vitq::v1::ClassifyRequest MakeClassifyRequest(const Payload& payload,
   request.set_model(options.model);
   request.set_variant(options.variant);
   request.set_top_k(options.top_k);
+  request.set_label(options.label);
   if (payload.shape.empty()) {
     request.set_image(payload.image_bytes);
   } else {
@@ -191,6 +192,7 @@ inference::ModelInferRequest MakeModelInferRequest(const Payload& payload,
   request.set_model_name(options.model);
   request.set_model_version(options.variant);
   (*request.mutable_parameters())["topk"].set_int64_param(options.top_k);
+  if (!options.label.empty()) (*request.mutable_parameters())["label"].set_string_param(options.label);
   if (payload.shape.empty()) {
     AddImageInput(payload, &request);
   } else {

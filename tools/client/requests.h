@@ -49,6 +49,7 @@ struct RequestOptions {
   std::string model;    // required
   std::string variant;  // empty: the server's router chooses (kserve: model_version)
   int32_t top_k = 5;    // classes to return
+  std::string label;    // the true class (index or name) for labeled accuracy; empty: unknown
 };
 
 vitq::v1::ClassifyRequest MakeClassifyRequest(const Payload& payload,
