@@ -10,7 +10,11 @@ on free loopback ports, then:
     returns vitq_ series with the documented labels;
   * TLS and mutual TLS: plaintext and certificate-less clients are refused;
   * SIGTERM drains: every request sent before it is answered (OK, or UNAVAILABLE once draining
-    began), none is lost or cut, and the process exits 0.
+    began), none is lost or cut, and the process exits 0;
+  * hot switch: 20 routing changes through `vitq-client admin` while `vitq-client load` runs at
+    concurrency 16 fail no request; SIGHUP applies an edited config and refuses a broken one while
+    the old routing keeps serving; admin calls without the token are UNAUTHENTICATED; labeled
+    requests and Feedback show up in `vitq-client ab-report`.
 
   serving_e2e_test.py --server build/release/tools/vitq-server --client build/release/tools/vitq-client
                       [--prometheus /usr/bin/prometheus]
@@ -53,20 +57,27 @@ def free_port():
 
 
 class Server:
-    """vitq-server on config/default.yaml with free ports; stop() sends SIGTERM."""
+    """vitq-server on config/default.yaml (or `config`) with free ports; stop() sends SIGTERM.
 
-    def __init__(self, extra_args=()):
+    With `admin_token_file` the Admin service listens on a free port too (self.admin_address).
+    """
+
+    def __init__(self, extra_args=(), config=None, admin_token_file=None):
+        admin = (["--admin-listen", "127.0.0.1:0", "--admin-token-file", admin_token_file]
+                 if admin_token_file else [])
         self.proc = subprocess.Popen(
-            [ARGS.server, "--config", os.path.join(ROOT, "config", "default.yaml"),
-             "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", *extra_args],
+            [ARGS.server, "--config", config or os.path.join(ROOT, "config", "default.yaml"),
+             "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", *admin, *extra_args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.terminated = False
-        self.address, self.metrics_port = self._read_ports()
+        self.admin_address = None
+        self.address, self.metrics_port = self._read_ports(expect_admin=bool(admin))
 
-    def _read_ports(self):
+    def _read_ports(self, expect_admin):
         address = metrics = None
         deadline = time.time() + 120
-        while time.time() < deadline and (address is None or metrics is None):
+        while time.time() < deadline and (address is None or metrics is None or
+                                          (expect_admin and self.admin_address is None)):
             line = self.proc.stdout.readline()
             if not line:
                 raise RuntimeError("vitq-server exited: " + self.proc.stderr.read())
@@ -74,6 +85,8 @@ class Server:
                 address = m.group(1)
             if m := re.search(r"metrics on http://[^:]+:(\d+)/metrics", line):
                 metrics = int(m.group(1))
+            if m := re.search(r"admin on (\S+)", line):
+                self.admin_address = m.group(1)
         return address, metrics
 
     def terminate(self):
@@ -259,6 +272,136 @@ class DrainTest(unittest.TestCase):
         # Accepted requests finish; requests arriving after the drain began are refused cleanly.
         self.assertLessEqual(set(codes), {"OK", "UNAVAILABLE"}, codes)
         self.assertGreater(codes.get("OK", 0), 1, codes)
+
+
+# The Fashion-MNIST class of each sample image (config/samples/README.md).
+SAMPLE_CLASSES = {"0000-ankle-boot.png": 9, "0001-pullover.png": 2, "0002-trouser.png": 1,
+                  "0004-shirt.png": 6, "0006-coat.png": 4, "0008-sandal.png": 5,
+                  "0009-sneaker.png": 7, "0013-dress.png": 3, "0018-bag.png": 8,
+                  "0019-t-shirt-top.png": 0}
+
+
+class HotSwitchTest(unittest.TestCase):
+    """The server on a copy of config/default.yaml (absolute model paths), with the Admin port."""
+
+    def setUp(self):
+        self.folder = tempfile.TemporaryDirectory()
+        self.token = os.path.join(self.folder.name, "token")
+        with open(self.token, "w") as f:
+            f.write("e2e-secret\n")
+        with open(os.path.join(ROOT, "config", "default.yaml")) as f:
+            self.default_yaml = f.read().replace("../models/", os.path.join(ROOT, "models") + "/")
+        self.config = os.path.join(self.folder.name, "config.yaml")
+        self.write_config(self.default_yaml)
+        self.server = Server(config=self.config, admin_token_file=self.token)
+
+    def tearDown(self):
+        code = self.server.stop()
+        self.folder.cleanup()
+        self.assertEqual(code, 0)
+
+    def write_config(self, text):
+        with open(self.config, "w") as f:
+            f.write(text)
+
+    def admin(self, *args, token=True, check=True):
+        cmd = [ARGS.client, "admin", "--address", self.server.admin_address, "--json"]
+        if token:
+            cmd += ["--token-file", self.token]
+        out = subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=60,
+                             env={k: v for k, v in os.environ.items() if k != "VITQ_ADMIN_TOKEN"})
+        if check:
+            self.assertEqual(out.returncode, 0, out.stderr)
+            return json.loads(out.stdout)
+        return out
+
+    def routing(self):
+        return self.admin("get-routing", "--model", "fmnist-deit")
+
+    def test_admin_without_the_token_is_unauthenticated(self):
+        out = subprocess.run(
+            [ARGS.client, "admin", "--address", self.server.admin_address, "list"],
+            capture_output=True, text=True, timeout=60,
+            env={**os.environ, "VITQ_ADMIN_TOKEN": "wrong"})
+        self.assertEqual(out.returncode, 1)
+        self.assertIn("UNAUTHENTICATED", out.stderr)
+
+    def test_twenty_switches_under_load_fail_no_request(self):
+        load = subprocess.Popen(
+            [ARGS.client, "load", "--address", self.server.address, "--model", "fmnist-deit",
+             "--image", os.path.join(SAMPLES, "0001-pullover.png"), "--concurrency", "16",
+             "--duration", "12", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        rotation = ["fp32=1,w8a8=0,w4a4=0", "fp32=0,w8a8=1,w4a4=0", "fp32=0,w8a8=0,w4a4=1",
+                    "fp32=1,w8a8=1,w4a4=1"]
+        time.sleep(1)
+        for i in range(20):
+            table = self.admin("set-routing", "--model", "fmnist-deit", "--weights",
+                               rotation[i % len(rotation)])
+            self.assertEqual(int(table["generation"]), i + 2)
+            time.sleep(0.4)
+        out, err = load.communicate(timeout=120)
+        self.assertEqual(load.returncode, 0, err)
+        report = json.loads(out)
+        self.assertEqual(report["codes"], {"OK": report["sent"]}, "a request failed during a switch")
+        self.assertGreater(report["sent"], 200)
+        self.assertEqual(set(report["variants"]), {"fp32", "w8a8", "w4a4"})
+
+    def test_sighup_applies_the_config_and_refuses_a_broken_one(self):
+        self.write_config(self.default_yaml.replace(
+            "fmnist-deit.safetensors, weight: 1}", "fmnist-deit.safetensors, weight: 0}").replace(
+            "fmnist-deit.w8a8.safetensors, weight: 0}", "fmnist-deit.w8a8.safetensors, weight: 1}"))
+        self.server.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 60
+        while int(self.routing()["generation"]) < 2 and time.time() < deadline:
+            time.sleep(0.2)
+        table = self.routing()
+        self.assertEqual(int(table["generation"]), 2)
+        self.assertEqual(table["weights"], {"fp32": 0.0, "w8a8": 1.0, "w4a4": 0.0})
+        self.assertEqual(table["shadow_variant"], "fp32")
+
+        self.write_config(self.default_yaml.replace("w4a4.safetensors", "missing.safetensors"))
+        self.server.proc.send_signal(signal.SIGHUP)
+        out = self.admin("reload", check=False)  # the same reload through Admin: its error
+        self.assertEqual(out.returncode, 1)
+        self.assertIn("missing.safetensors", out.stderr)
+        self.assertEqual(int(self.routing()["generation"]), 2)
+        classify = subprocess.run(
+            [ARGS.client, "classify", "--address", self.server.address, "--model", "fmnist-deit",
+             os.path.join(SAMPLES, "0000-ankle-boot.png")], capture_output=True, text=True, timeout=60)
+        self.assertEqual(classify.returncode, 0, classify.stderr)
+        self.assertIn("fmnist-deit/w8a8", classify.stdout)
+
+    def test_labels_and_feedback_reach_the_ab_report(self):
+        files = sorted(SAMPLE_CLASSES)
+        labels = [arg for f in files for arg in ("--label", str(SAMPLE_CLASSES[f]))]
+        for variant in ["fp32", "w8a8"]:
+            out = subprocess.run(
+                [ARGS.client, "classify", "--address", self.server.address, "--model", "fmnist-deit",
+                 "--variant", variant, *labels, *[os.path.join(SAMPLES, f) for f in files]],
+                capture_output=True, text=True, timeout=60)
+            self.assertEqual(out.returncode, 0, out.stderr)
+        out = subprocess.run(
+            [ARGS.client, "classify", "--address", self.server.address, "--model", "fmnist-deit",
+             "--variant", "w4a4", os.path.join(SAMPLES, "0002-trouser.png")],
+            capture_output=True, text=True, timeout=60)
+        request_id = re.search(r"id (\S+)", out.stdout).group(1)
+        feedback = subprocess.run(
+            [ARGS.client, "feedback", "--address", self.server.address, "--request-id", request_id,
+             "--label", "Trouser"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(feedback.returncode, 0, feedback.stderr)
+        self.assertIn("fmnist-deit/w4a4 was right", feedback.stdout)
+        stats = {v["variant"]: v for v in self.admin("stats", "--model", "fmnist-deit")["variants"]}
+        self.assertEqual(int(stats["fp32"]["labeled"]), 10)
+        self.assertEqual(int(stats["fp32"]["labeled_correct"]), 10)  # the samples are easy ones
+        self.assertEqual(int(stats["w8a8"]["labeled"]), 10)
+        self.assertEqual(int(stats["w4a4"]["labeled"]), 1)
+        report = subprocess.run(
+            [ARGS.client, "ab-report", "--address", self.server.admin_address, "--token-file",
+             self.token, "--model", "fmnist-deit"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(report.returncode, 0, report.stderr)
+        self.assertIn("A/B report: fmnist-deit (shadow reference: fp32)", report.stdout)
+        self.assertIn("100.0% [72.2, 100.0] (10)", report.stdout)
 
 
 def make_certificate(folder, name):
