@@ -1,5 +1,6 @@
 #include "server/adaptive.h"
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 
@@ -56,6 +57,12 @@ AdaptiveDecision AdaptiveController::Step(const AdaptiveObservation& o) {
     return MoveTo(up, absl::StrFormat("%s is below the agreement floor %.4f",
                                       policy_.variants[rung_], policy_.agreement_floor));
   }
+  // The load a rung could not carry: at least what the rung below it carries while we stay down
+  // (the interval that failed may have been a partial one, or one whose completions were capped
+  // by the overload itself).
+  if (rung_ > 0) {
+    failed_at_requests_[rung_ - 1] = std::max(failed_at_requests_[rung_ - 1], o.requests);
+  }
   if (moved_last_) {  // let one interval show the effect of the last move
     moved_last_ = false;
     return {rung_, false, "holding after a move"};
@@ -84,6 +91,7 @@ AdaptiveDecision AdaptiveController::Step(const AdaptiveObservation& o) {
                 absl::StrFormat("calm, but the load is still %.0f%% of what %s failed at",
                                 100.0 * o.requests / failed_at, policy_.variants[up])};
       }
+      failed_at_requests_[up] = 0;  // it gets its chance again
       return MoveTo(up, absl::StrFormat("p99 %.1f ms < %.1f ms for %d intervals", o.p99_ms, up_ms,
                                         policy_.calm_intervals));
     }

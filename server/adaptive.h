@@ -7,9 +7,9 @@
 // that interval; the server's runner (server.cc) feeds it the variants' live figures and applies
 // its decisions as routing changes. Hysteresis: it steps down when the interval's p99 passes
 // step_down_at·SLO, steps up only after `calm_intervals` intervals in a row below
-// step_up_below·SLO and only while the load is below 80% of the load at which that variant last
-// failed the SLO (so it does not climb back into an overload it just left), and never moves
-// twice in consecutive intervals.
+// step_up_below·SLO and only while the load is below 80% of the highest load seen since that
+// variant last failed the SLO (so it does not climb back into an overload it just left), and
+// never moves twice in consecutive intervals.
 #pragma once
 
 #include <cstdint>

@@ -1,12 +1,17 @@
 #include "tools/cli_common.h"
 
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <random>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "preprocessing/dataset.h"
+#include "preprocessing/image.h"
 
 namespace vitq::cli {
 
@@ -51,6 +56,48 @@ absl::StatusOr<std::unique_ptr<Model>> LoadFromFlags(const ModelFlags& f, bool a
   return LoadModel(f.model, options);
 }
 
+namespace {
+
+// Every image file (JPEG, PNG, BMP, WebP) in `folder`, sorted by name, preprocessed as the model
+// expects: real photos for calibration when no labelled data set fits the model.
+absl::StatusOr<Tensor> LoadImageFolder(const std::string& folder, const ModelConfig& config) {
+  namespace fs = std::filesystem;
+  std::error_code error;
+  std::vector<fs::path> files;
+  for (const auto& entry : fs::directory_iterator(folder, error)) {
+    std::string ext = entry.path().extension().string();
+    for (char& ch : ext) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    if (entry.is_regular_file() &&
+        (ext == ".jpg" || ext == ".jpeg" || ext == ".png" || ext == ".bmp" || ext == ".webp")) {
+      files.push_back(entry.path());
+    }
+  }
+  if (error) return absl::NotFoundError(absl::StrCat("folder:", folder, ": ", error.message()));
+  std::sort(files.begin(), files.end());
+  const int64_t c = config.in_chans, s = config.img_size;
+  const preprocessing::PreprocessOptions options = PreprocessOptionsFor(config);
+  std::vector<float> images, chw;
+  int64_t n = 0;
+  for (const fs::path& file : files) {
+    std::ifstream in(file, std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    absl::Status st = preprocessing::PreprocessImage(
+        {reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()}, options, chw);
+    if (!st.ok()) {  // a folder of photos may hold a broken one: say so, use the rest
+      std::fprintf(stderr, "vitq: skipping %s: %s\n", file.c_str(), std::string(st.message()).c_str());
+      continue;
+    }
+    images.insert(images.end(), chw.begin(), chw.end());
+    ++n;
+  }
+  if (n == 0) return absl::InvalidArgumentError(absl::StrCat("folder:", folder, ": no readable images"));
+  Tensor out({n, c, s, s});
+  std::copy(images.begin(), images.end(), out.data());
+  return out;
+}
+
+}  // namespace
+
 absl::StatusOr<Tensor> LoadImages(const std::string& spec, const ModelConfig& config,
                                   uint64_t seed) {
   const int64_t c = config.in_chans, s = config.img_size;
@@ -65,6 +112,7 @@ absl::StatusOr<Tensor> LoadImages(const std::string& spec, const ModelConfig& co
     for (float& v : images.span()) v = normal(rng);
     return images;
   }
+  if (spec.rfind("folder:", 0) == 0) return LoadImageFolder(spec.substr(7), config);
   auto data = data::LoadDataset(spec);
   if (!data.ok()) return data.status();
   const preprocessing::PreprocessOptions options = PreprocessOptionsFor(config);

@@ -32,7 +32,8 @@ CLI::App* AddQuantizeCommand(CLI::App& app, QuantizeFlags& f) {
   cmd->add_option("--profile", f.profile, "per-layer bits (YAML: default, edge, layers)")
       ->check(CLI::ExistingFile);
   cmd->add_option("--calib", f.calib,
-                  "calibration images: fashion-mnist:train:N, idx:IMAGES,LABELS[:N], random:N");
+                  "calibration images: fashion-mnist:train:N, idx:IMAGES,LABELS[:N], folder:DIR "
+                  "(every JPEG/PNG/BMP/WebP in it), random:N");
   cmd->add_option("--seed", f.seed, "seed of random:N images and of preset weights");
   cmd->add_option("--output,-o", f.output, "artifact to write (.safetensors)")->required();
   return cmd;

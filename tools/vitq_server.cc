@@ -21,6 +21,9 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "backends/model.h"
+#include "server/admin_service.h"
+#include "server/model_io.h"
 #include "server/repository_config.h"
 #include "server/server.h"
 
@@ -35,6 +38,7 @@ struct Flags {
   int threads = 0;
   std::string admin_listen;
   std::string admin_token_file;
+  bool check = false;
 };
 
 void AddFlags(CLI::App& app, Flags& f) {
@@ -62,6 +66,9 @@ void AddFlags(CLI::App& app, Flags& f) {
                  "file holding the admin bearer token (overrides server.admin.token_file; "
                  "default: $VITQ_ADMIN_TOKEN)")
       ->check(CLI::ExistingFile);
+  app.add_flag("--check", f.check,
+               "validate the config and open every variant's artifact (no warm-up, no ports), "
+               "print one line per variant, exit 0 if the server would start, 1 otherwise");
   app.add_option("--threads", f.threads,
                  "engine threads per forward pass (overrides server.engine_threads; default: "
                  "OMP_NUM_THREADS or all cores)");
@@ -133,6 +140,44 @@ int Fail(const std::string& message) {
   return 1;
 }
 
+// --check: what start-up would refuse, without warming up or binding: every artifact opens and
+// builds, TLS files and the admin token are readable. Returns the exit code.
+int CheckConfig(const vitq::server::ServerConfig& config) {
+  for (const std::string& pem : {config.tls.cert, config.tls.key, config.tls.client_ca}) {
+    if (pem.empty()) continue;
+    if (auto text = vitq::server::ReadFileToString(pem); !text.ok()) return Fail(std::string(text.status().message()));
+  }
+  if (!config.admin.listen.empty()) {
+    if (auto token = vitq::server::ReadAdminToken(config.admin.token_file); !token.ok())
+      return Fail(std::string(token.status().message()));
+  }
+  for (const auto& model : config.models) {
+    for (const auto& variant : model.variants) {
+      const std::string where = absl::StrCat("model '", model.name, "' variant '", variant.name, "'");
+      absl::StatusOr<vitq::Precision> precision = vitq::ParsePrecision(variant.precision);
+      if (!precision.ok()) return Fail(absl::StrCat(where, ": ", precision.status().message()));
+      absl::StatusOr<std::unique_ptr<vitq::Model>> loaded;
+      if (!variant.preset.empty()) {
+        absl::StatusOr<vitq::ModelConfig> shape = vitq::PresetConfig(variant.preset);
+        if (!shape.ok()) return Fail(absl::StrCat(where, ": ", shape.status().message()));
+        loaded = vitq::RandomModel(*shape, /*seed=*/1, vitq::UniformPlan(*precision));
+      } else {
+        vitq::LoadOptions options;
+        if (!variant.arch.empty()) options.arch = variant.arch;
+        options.plan = vitq::UniformPlan(*precision);
+        loaded = vitq::LoadModel(variant.path, options);
+      }
+      if (!loaded.ok()) return Fail(absl::StrCat(where, ": ", loaded.status().message()));
+      std::printf("ok %s/%s: %s, %s, %lld classes\n", model.name.c_str(), variant.name.c_str(),
+                  vitq::ArchName((*loaded)->config().arch).c_str(),
+                  vitq::PrecisionSummary(**loaded).c_str(),
+                  static_cast<long long>((*loaded)->config().num_classes));
+    }
+  }
+  std::printf("vitq-server: %s is valid\n", config.source_path.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -145,6 +190,7 @@ int main(int argc, char** argv) {
   absl::StatusOr<vitq::server::ServerConfig> config = vitq::server::LoadServerConfig(flags.config);
   if (!config.ok()) return Fail(std::string(config.status().message()));
   ApplyOverrides(flags, *config);
+  if (flags.check) return CheckConfig(*config);
 
   if (!InstallSignalHandler()) return Fail("cannot install the SIGTERM/SIGINT/SIGHUP handler");
   auto server = vitq::server::VitqServer::Start(*config);

@@ -110,6 +110,24 @@ TEST(AdaptiveController, StepsUpOnlyAfterCalmIntervalsAndDoesNotFlap) {
   EXPECT_EQ(d.rung, 0);
 }
 
+// The interval in which a variant fails may be a partial one (the load step came mid-interval),
+// so the load it could not carry is the highest seen while traffic stays on the faster variant.
+TEST(AdaptiveController, ClimbsBackOnceTheLoadIsWellBelowWhatFailed) {
+  AdaptiveController c(Ladder());
+  auto observed = [](double p99, int64_t requests) {
+    return Observed(p99, {1.0, 0.995, 0.985}, {0, 500, 500}, requests);
+  };
+  ASSERT_EQ(c.Step(observed(500, 40)).rung, 1);  // fp32 failed; only 40 answers in that interval
+  for (int i = 0; i < 5; ++i) EXPECT_FALSE(c.Step(observed(30, 86)).changed);  // high load on w8a8
+  // Calm at 70 answers per interval: 70 >= 0.8 x 86, fp32 would be overloaded again.
+  for (int i = 0; i < 5; ++i) EXPECT_FALSE(c.Step(observed(10, 70)).changed);
+  EXPECT_FALSE(c.Step(observed(30, 70)).changed);  // in the band: the calm streak starts over
+  // At 36 it goes back after the calm streak.
+  EXPECT_FALSE(c.Step(observed(10, 36)).changed);
+  EXPECT_FALSE(c.Step(observed(10, 36)).changed);
+  EXPECT_EQ(c.Step(observed(10, 36)).rung, 0);
+}
+
 // A simulated server: each variant serves `capacity` requests/s; the p99 of an interval follows
 // an M/M/1 queue, p99 = ln(100) / (capacity - load) (seconds), unbounded at overload. The load
 // steps from 150 to 450 requests/s for 30 intervals of 5 s and back: fp32 (400/s) cannot hold
