@@ -6,7 +6,8 @@
 #   1. capacity: closed-loop throughput of each variant alone (concurrency 16, 10 s);
 #   2. the SLO: p99_slo_ms = 3 x fp32's p99 at half its capacity (what fp32 holds comfortably);
 #   3. a step in open loop: LOW = 0.5 x fp32 capacity for 20 s, HIGH = 1.2 x fp32 capacity for
-#      40 s (beyond fp32, within w8a8), LOW again for 40 s — once with fp32 alone, once with the
+#      40 s (beyond fp32, within w8a8; reported as its first 8 s, when the controller reacts, and
+#      the 32 s after), LOW again for 40 s — once with fp32 alone, once with the
 #      adaptive policy [fp32, w8a8] (agreement floor FLOOR, 10% of w8a8 answers shadowed on fp32).
 # Prints per phase and run the throughput, p50/p99 and codes, the controller's moves from the
 # server log, and the agreement w8a8 kept (vitq_shadow_agreement_ratio).
@@ -92,7 +93,8 @@ echo "capacity: fp32 $fp32_cap req/s, w8a8 $w8a8_cap req/s; load step $low -> $h
 run_step() {  # label
   echo "$1:"
   open_loop "$low" 20 | report "low  ($low req/s, 20 s)"
-  open_loop "$high" 40 | report "high ($high req/s, 40 s)"
+  open_loop "$high" 8 | report "high, first 8 s"
+  open_loop "$high" 32 | report "high, next 32 s"
   open_loop "$low" 40 | report "low  ($low req/s, 40 s)"
 }
 write_config ""
@@ -103,10 +105,11 @@ stop_server
 write_config "    shadow: {variant: fp32, fraction: 0.1}
     adaptive: {variants: [fp32, w8a8], p99_slo_ms: $slo, agreement_floor: $FLOOR, min_comparisons: 100, interval_s: 2}"
 start_server
-# The floor needs measured agreement: 1,200 requests on w8a8 by name, 10% shadowed.
+# The floor needs measured agreement: 1,200 requests on w8a8 by name, 10% shadowed (at
+# concurrency 2, below what would look like a load step to the controller).
 "$BIN/vitq-client" load --address "$address" --model deit --variant w8a8 "${INPUT[@]}" \
-  --concurrency 8 --requests 1200 --json > /dev/null
-sleep 5
+  --concurrency 2 --requests 1200 --json > /dev/null
+sleep 8
 run_step "adaptive [fp32, w8a8]"
 echo "  controller moves:"
 grep "adaptive:" "$WORK/server.err" | sed 's/^/    /' || echo "    none"

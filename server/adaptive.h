@@ -29,6 +29,8 @@ struct AdaptivePolicy {
   double step_down_at = 0.8;          // p99 above this fraction of the SLO: one step faster
   double step_up_below = 0.4;         // p99 below this fraction ...
   int calm_intervals = 3;             // ... this many intervals in a row: one step more accurate
+
+  bool operator==(const AdaptivePolicy&) const = default;
 };
 
 // INVALID_ARGUMENT naming the setting that is out of range.

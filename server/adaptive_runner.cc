@@ -6,16 +6,6 @@
 #include "server/clock.h"
 
 namespace vitq::server {
-namespace {
-
-bool SamePolicy(const AdaptivePolicy& a, const AdaptivePolicy& b) {
-  return a.variants == b.variants && a.p99_slo_ms == b.p99_slo_ms &&
-         a.agreement_floor == b.agreement_floor && a.min_comparisons == b.min_comparisons &&
-         a.interval_s == b.interval_s && a.step_down_at == b.step_down_at &&
-         a.step_up_below == b.step_up_below && a.calm_intervals == b.calm_intervals;
-}
-
-}  // namespace
 
 AdaptiveRunner::AdaptiveRunner(ModelRepository* repository, ServerMetrics* metrics)
     : repository_(repository), metrics_(metrics), thread_([this] { Run(); }) {}
@@ -43,7 +33,7 @@ void AdaptiveRunner::Tick(int64_t now_us) {
     if (!model->entry().adaptive) continue;
     const AdaptivePolicy& policy = *model->entry().adaptive;
     ModelState state = std::move(states_[model->name()]);
-    if (!state.controller || !SamePolicy(state.controller->policy(), policy)) {
+    if (!state.controller || !(state.controller->policy() == policy)) {
       // A new (or reloaded) policy starts on its most accurate variant.
       state = ModelState{std::make_unique<AdaptiveController>(policy), {}, 0};
       Route(*model, policy.variants.front());

@@ -60,6 +60,9 @@ bool SameRouting(const RoutingTable& a, const RoutingTable& b) {
   return true;
 }
 
+// Model settings that live outside the routing table (the adaptive policy).
+bool SameModelSettings(const ModelEntry& a, const ModelEntry& b) { return a.adaptive == b.adaptive; }
+
 RoutingTable::Shadow ShadowOf(const ModelEntry& m) {
   if (!m.shadow) return {};
   return {m.shadow->variant, m.shadow->fraction};
@@ -377,7 +380,8 @@ absl::StatusOr<std::vector<std::string>> ModelRepository::Reload(const ServerCon
     if (!plan.existing) {
       changes.push_back(absl::StrCat(plan.entry.name, ": new model"));
     } else if (plan.table == plan.existing->routing()) {
-      continue;
+      if (SameModelSettings(plan.existing->entry(), plan.entry)) continue;
+      changes.push_back(absl::StrCat(plan.entry.name, ": new adaptive policy"));
     } else {
       changes.push_back(absl::StrCat(plan.entry.name, ": routing generation ",
                                      plan.table->generation(), ": ", plan.table->Describe()));
