@@ -73,8 +73,8 @@ WeightQuant QuantizeWeights(const float* w, int64_t n, int64_t k, int bits) {
 // The four element-wise quantizers below are built for AVX-512, AVX2 and the baseline, picked at
 // load time (target_clones); each clamps before rounding, which gives the same codes as
 // rounding first because every bound is an integer.
-__attribute__((target_clones("avx512f", "avx2", "default")))
-void QuantizeActivations(const float* x, int64_t count, const ActQuant& q, uint8_t* out) {
+__attribute__((target_clones("avx512f", "avx2", "default"))) void QuantizeActivations(
+    const float* x, int64_t count, const ActQuant& q, uint8_t* out) {
   const float inv = 1.0f / q.scale, zp = static_cast<float>(q.zero_point),
               hi = static_cast<float>(q.qmax());
 #pragma omp parallel for simd schedule(static) if (count > 65536)
@@ -84,8 +84,8 @@ void QuantizeActivations(const float* x, int64_t count, const ActQuant& q, uint8
   }
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default")))
-void FakeQuantActivations(const float* x, int64_t count, const ActQuant& q, float* out) {
+__attribute__((target_clones("avx512f", "avx2", "default"))) void FakeQuantActivations(
+    const float* x, int64_t count, const ActQuant& q, float* out) {
   const float inv = 1.0f / q.scale, zp = static_cast<float>(q.zero_point),
               hi = static_cast<float>(q.qmax());
 #pragma omp parallel for simd schedule(static) if (count > 65536)
@@ -95,8 +95,8 @@ void FakeQuantActivations(const float* x, int64_t count, const ActQuant& q, floa
   }
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default")))
-void QuantizeSymmetric(const float* x, int64_t count, float scale, int bits, int8_t* out) {
+__attribute__((target_clones("avx512f", "avx2", "default"))) void QuantizeSymmetric(
+    const float* x, int64_t count, float scale, int bits, int8_t* out) {
   const float inv = 1.0f / scale, hi = static_cast<float>((1 << (bits - 1)) - 1);
 #pragma omp parallel for simd schedule(static) if (count > 65536)
   for (int64_t i = 0; i < count; ++i) {
@@ -104,8 +104,10 @@ void QuantizeSymmetric(const float* x, int64_t count, float scale, int bits, int
   }
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default")))
-void FakeQuantSymmetric(float* x, int64_t count, float scale, int bits) {
+__attribute__((target_clones("avx512f", "avx2", "default"))) void FakeQuantSymmetric(float* x,
+                                                                                     int64_t count,
+                                                                                     float scale,
+                                                                                     int bits) {
   const float inv = 1.0f / scale, hi = static_cast<float>((1 << (bits - 1)) - 1);
 #pragma omp parallel for simd schedule(static) if (count > 65536)
   for (int64_t i = 0; i < count; ++i) x[i] = RoundHalfEven(Clamp(x[i] * inv, -hi, hi)) * scale;

@@ -16,14 +16,19 @@ constexpr double kClimbBackLoad = 0.8;
 }  // namespace
 
 absl::Status ValidateAdaptivePolicy(const AdaptivePolicy& p) {
-  auto bad = [](const std::string& what) { return absl::InvalidArgumentError("adaptive: " + what); };
-  if (p.variants.size() < 2) return bad("variants needs at least two variants, most accurate first");
+  auto bad = [](const std::string& what) {
+    return absl::InvalidArgumentError("adaptive: " + what);
+  };
+  if (p.variants.size() < 2)
+    return bad("variants needs at least two variants, most accurate first");
   if (std::set<std::string>(p.variants.begin(), p.variants.end()).size() != p.variants.size())
     return bad("variants lists a variant twice");
   if (!(p.p99_slo_ms > 0)) return bad("p99_slo_ms must be > 0");
-  if (!(p.agreement_floor >= 0 && p.agreement_floor <= 1)) return bad("agreement_floor must be in [0, 1]");
+  if (!(p.agreement_floor >= 0 && p.agreement_floor <= 1))
+    return bad("agreement_floor must be in [0, 1]");
   if (p.min_comparisons < 1) return bad("min_comparisons must be >= 1");
-  if (!(p.interval_s >= 0.1 && p.interval_s <= 3600)) return bad("interval_s must be in [0.1, 3600]");
+  if (!(p.interval_s >= 0.1 && p.interval_s <= 3600))
+    return bad("interval_s must be in [0.1, 3600]");
   if (!(p.step_up_below > 0 && p.step_up_below < p.step_down_at && p.step_down_at <= 1))
     return bad("need 0 < step_up_below < step_down_at <= 1");
   if (p.calm_intervals < 1) return bad("calm_intervals must be >= 1");
@@ -40,7 +45,8 @@ bool AdaptiveController::Allowed(int r, const AdaptiveObservation& o) const {
 AdaptiveDecision AdaptiveController::MoveTo(int rung, std::string reason) {
   AdaptiveDecision d{rung, rung != rung_, std::move(reason)};
   if (d.changed) {
-    d.reason = absl::StrCat(d.reason, ": ", policy_.variants[rung_], " -> ", policy_.variants[rung]);
+    d.reason =
+        absl::StrCat(d.reason, ": ", policy_.variants[rung_], " -> ", policy_.variants[rung]);
   }
   moved_last_ = d.changed;
   rung_ = rung;

@@ -21,14 +21,15 @@
 namespace vitq::server {
 
 struct AdaptivePolicy {
-  std::vector<std::string> variants;  // the ladder, most accurate first (the first is always allowed)
-  double p99_slo_ms = 0;              // target p99 latency of the model's requests
-  double agreement_floor = 0.99;      // top-1 agreement with the reference a variant needs
-  int64_t min_comparisons = 200;      // shadow comparisons before a variant's agreement counts
-  double interval_s = 5;              // how often the controller decides
-  double step_down_at = 0.8;          // p99 above this fraction of the SLO: one step faster
-  double step_up_below = 0.4;         // p99 below this fraction ...
-  int calm_intervals = 3;             // ... this many intervals in a row: one step more accurate
+  std::vector<std::string>
+      variants;                   // the ladder, most accurate first (the first is always allowed)
+  double p99_slo_ms = 0;          // target p99 latency of the model's requests
+  double agreement_floor = 0.99;  // top-1 agreement with the reference a variant needs
+  int64_t min_comparisons = 200;  // shadow comparisons before a variant's agreement counts
+  double interval_s = 5;          // how often the controller decides
+  double step_down_at = 0.8;      // p99 above this fraction of the SLO: one step faster
+  double step_up_below = 0.4;     // p99 below this fraction ...
+  int calm_intervals = 3;         // ... this many intervals in a row: one step more accurate
 
   bool operator==(const AdaptivePolicy&) const = default;
 };
@@ -38,8 +39,8 @@ absl::Status ValidateAdaptivePolicy(const AdaptivePolicy& policy);
 
 // What was measured over one interval.
 struct AdaptiveObservation {
-  double p99_ms = 0;      // of the model's requests answered in the interval
-  int64_t requests = 0;   // answered in the interval
+  double p99_ms = 0;     // of the model's requests answered in the interval
+  int64_t requests = 0;  // answered in the interval
   // Per ladder rung: agreement with the reference so far, and how many comparisons it rests on.
   std::vector<double> agreement;
   std::vector<int64_t> comparisons;
@@ -69,8 +70,8 @@ class AdaptiveController {
   AdaptivePolicy policy_;
   std::vector<int64_t> failed_at_requests_;  // per rung: interval load it last failed at (0: none)
   int rung_ = 0;
-  int calm_ = 0;               // consecutive calm intervals
-  bool moved_last_ = false;    // moved in the previous interval: hold this one
+  int calm_ = 0;             // consecutive calm intervals
+  bool moved_last_ = false;  // moved in the previous interval: hold this one
 };
 
 }  // namespace vitq::server

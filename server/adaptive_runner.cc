@@ -39,7 +39,8 @@ void AdaptiveRunner::Tick(int64_t now_us) {
       Route(*model, policy.variants.front());
     }
     if (now_us >= state.next_due_us) {
-      if (state.next_due_us != 0) StepModel(*model, state);
+      if (state.next_due_us != 0)
+        StepModel(*model, state);
       else  // first tick: only take the baseline snapshots
         for (const auto& e : model->routing()->entries())
           state.last_latency[e.variant->name()] = e.variant->stats().latency().Snapshot();
@@ -90,7 +91,8 @@ void AdaptiveRunner::Route(const ServedModel& model, const std::string& variant)
       repository_->SetRouting(model.name(), change);
   if (!routed.ok()) {
     std::fprintf(stderr, "vitq-server: adaptive: model '%s': cannot route to %s: %s\n",
-                 model.name().c_str(), variant.c_str(), std::string(routed.status().message()).c_str());
+                 model.name().c_str(), variant.c_str(),
+                 std::string(routed.status().message()).c_str());
   }
 }
 

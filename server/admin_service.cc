@@ -62,7 +62,8 @@ absl::StatusOr<std::string> ReadAdminToken(const std::string& token_file) {
     if (!text.ok()) return text.status();
     std::string token(absl::StripAsciiWhitespace(*text));
     if (token.empty()) {
-      return absl::FailedPreconditionError(absl::StrCat("admin token file ", token_file, " is empty"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("admin token file ", token_file, " is empty"));
     }
     return token;
   }
@@ -102,12 +103,15 @@ void AdminService::Audit(const grpc::ServerContext& context, const std::string& 
                          const std::string& what, const absl::Status& outcome) const {
   std::string who = context.peer();
   if (auto auth = context.auth_context(); auth && auth->IsPeerAuthenticated()) {
-    for (const auto& identity : auth->GetPeerIdentity()) absl::StrAppend(&who, " ", identity.data());
+    for (const auto& identity : auth->GetPeerIdentity())
+      absl::StrAppend(&who, " ", identity.data());
   }
   const std::string when = absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::Now(), absl::UTCTimeZone());
   std::fprintf(stderr, "vitq-server: admin: %s %s %s %s -> %s\n", when.c_str(), who.c_str(),
                operation.c_str(), what.c_str(),
-               outcome.ok() ? "OK" : absl::StrCat(StatusCodeName(outcome.code()), ": ", outcome.message()).c_str());
+               outcome.ok()
+                   ? "OK"
+                   : absl::StrCat(StatusCodeName(outcome.code()), ": ", outcome.message()).c_str());
   if (metrics_) metrics_->OnAdminChange(operation, outcome.code());
 }
 
@@ -120,7 +124,8 @@ grpc::Status AdminService::ListModels(grpc::ServerContext* context,
     out->set_name(model->name());
     const std::shared_ptr<const RoutingTable> table = model->routing();
     FillRoutingTable(model->name(), *table, *out->mutable_routing());
-    for (const auto& e : table->entries()) FillVariantInfo(*table, *e.variant, *out->add_variants());
+    for (const auto& e : table->entries())
+      FillVariantInfo(*table, *e.variant, *out->add_variants());
   }
   return grpc::Status::OK;
 }
@@ -148,7 +153,8 @@ grpc::Status AdminService::SetRouting(grpc::ServerContext* context,
   change.expected_generation = request->expected_generation();
   absl::StatusOr<std::shared_ptr<const RoutingTable>> table =
       repository_->SetRouting(request->model(), change);
-  std::string what = absl::StrCat("model=", request->model(), " weights=", WeightsText(request->weights()));
+  std::string what =
+      absl::StrCat("model=", request->model(), " weights=", WeightsText(request->weights()));
   if (!request->shadow_variant().empty()) {
     absl::StrAppend(&what, " shadow=", request->shadow_variant(), ":", request->shadow_fraction());
   }
@@ -168,7 +174,8 @@ grpc::Status AdminService::ListVariants(grpc::ServerContext* context,
     if (!request->model().empty() && model->name() != request->model()) continue;
     found = true;
     const std::shared_ptr<const RoutingTable> table = model->routing();
-    for (const auto& e : table->entries()) FillVariantInfo(*table, *e.variant, *response->add_variants());
+    for (const auto& e : table->entries())
+      FillVariantInfo(*table, *e.variant, *response->add_variants());
   }
   if (!found) {
     return grpc::Status(grpc::StatusCode::NOT_FOUND,
@@ -189,9 +196,9 @@ grpc::Status AdminService::LoadVariant(grpc::ServerContext* context,
   }
   config.precision = request->precision().empty() ? "fp32" : request->precision();
   config.weight = request->weight();
-  const std::string what = absl::StrCat("model=", request->model(), " variant=", config.name,
-                                        " path=", config.path, " weight=", config.weight,
-                                        request->replace() ? " replace" : "");
+  const std::string what =
+      absl::StrCat("model=", request->model(), " variant=", config.name, " path=", config.path,
+                   " weight=", config.weight, request->replace() ? " replace" : "");
   absl::Status invalid;
   if (config.name.empty() || config.path.empty()) {
     invalid = absl::InvalidArgumentError("variant and path are required");

@@ -34,11 +34,13 @@ absl::Status ToFrontendRequest(const ClassifyRequest& request, FrontendRequest& 
       r.tensor.assign(request.tensor().data().begin(), request.tensor().data().end());
       r.tensor_shape.assign(request.tensor().shape().begin(), request.tensor().shape().end());
       if (r.tensor_shape.size() == 4 && r.tensor_shape[0] != 1) {
-        return absl::InvalidArgumentError("a Classify tensor holds one image: [C, H, W] or [1, C, H, W]");
+        return absl::InvalidArgumentError(
+            "a Classify tensor holds one image: [C, H, W] or [1, C, H, W]");
       }
       if (r.tensor_shape.empty()) return absl::InvalidArgumentError("tensor without a shape");
       return absl::OkStatus();
-    default: return absl::InvalidArgumentError("no input: set `image` or `tensor`");
+    default:
+      return absl::InvalidArgumentError("no input: set `image` or `tensor`");
   }
 }
 
@@ -207,7 +209,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<ClassifyRequest, Clas
     if (step == Step::kWrite) StartWrite(&in_flight_);  // untouched until OnWriteDone
     if (step == Step::kFinish) {
       Finish(IsBroken() ? grpc::Status(grpc::StatusCode::UNAVAILABLE, "stream broken")
-                               : grpc::Status::OK);
+                        : grpc::Status::OK);
     }
   }
 
@@ -249,8 +251,8 @@ grpc::ServerUnaryReactor* ClassifierService::Classify(grpc::CallbackServerContex
   const std::string request_id =
       request->request_id().empty() ? NewRequestId() : request->request_id();
   r.request_id = request_id;
-  frontend_->Infer(std::move(r), [reactor, request, response, request_id](
-                                     absl::Status status, FrontendResult result) {
+  frontend_->Infer(std::move(r), [reactor, request, response, request_id](absl::Status status,
+                                                                          FrontendResult result) {
     if (status.ok()) status = FillResponseSafely(*request, result, *response);
     if (status.ok()) response->set_request_id(request_id);
     reactor->Finish(ToGrpcStatus(status));

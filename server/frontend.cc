@@ -28,15 +28,16 @@ int64_t DeadlineMicros(const FrontendRequest& request) {
   int64_t deadline_us = 0;
   if (request.timeout_us > 0) {
     // Clamped so that now + timeout cannot overflow: anything past a year means "no hurry".
-    const int64_t timeout_us = std::min<int64_t>(request.timeout_us, int64_t{365} * 86400 * 1000000);
+    const int64_t timeout_us =
+        std::min<int64_t>(request.timeout_us, int64_t{365} * 86400 * 1000000);
     deadline_us = now_us - MicrosBetween(request.arrival, steady_now) + timeout_us;
   }
   if (request.grpc_deadline != std::chrono::system_clock::time_point::max()) {
-    const int64_t left_us = std::min<int64_t>(
-        std::chrono::duration_cast<std::chrono::microseconds>(request.grpc_deadline -
-                                                              std::chrono::system_clock::now())
-            .count(),
-        int64_t{365} * 86400 * 1000000);
+    const int64_t left_us =
+        std::min<int64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                              request.grpc_deadline - std::chrono::system_clock::now())
+                              .count(),
+                          int64_t{365} * 86400 * 1000000);
     // A deadline that has passed becomes "1 µs ago" so that the batcher rejects it (0 = none).
     const int64_t grpc_us = std::max<int64_t>(now_us + left_us, 1);
     deadline_us = deadline_us == 0 ? grpc_us : std::min(deadline_us, grpc_us);
@@ -55,15 +56,15 @@ absl::StatusOr<int> TensorImages(const std::vector<int64_t>& shape, size_t num_v
   const ModelConfig& c = variant.model_config();
   const std::vector<int64_t> chw = {c.in_chans, c.img_size, c.img_size};
   const bool batched = shape.size() == 4;
-  if ((shape.size() != 3 && !batched) ||
-      !std::equal(chw.begin(), chw.end(), shape.end() - 3)) {
+  if ((shape.size() != 3 && !batched) || !std::equal(chw.begin(), chw.end(), shape.end() - 3)) {
     return absl::InvalidArgumentError(absl::StrCat("tensor shape ", ShapeString(shape),
                                                    " does not fit the model: expected [N, ",
                                                    absl::StrJoin(chw, ", "), "]"));
   }
   const int64_t n = batched ? shape[0] : 1;
   if (n < 1 || n > variant.max_batch_size()) {
-    return absl::InvalidArgumentError(absl::StrCat("batch of ", n, " images; this model takes 1 to ",
+    return absl::InvalidArgumentError(absl::StrCat("batch of ", n,
+                                                   " images; this model takes 1 to ",
                                                    variant.max_batch_size(), " per request"));
   }
   if (static_cast<int64_t>(num_values) != n * variant.image_elements()) {
@@ -98,8 +99,8 @@ absl::StatusOr<std::vector<int64_t>> ParseLabels(const std::string& text,
     int64_t index = -1;
     if (absl::SimpleAtoi(part, &index)) {
       if (index < 0 || index >= num_classes) {
-        return absl::InvalidArgumentError(absl::StrCat("label ", index, " is not a class index (0 to ",
-                                                       num_classes - 1, ")"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("label ", index, " is not a class index (0 to ", num_classes - 1, ")"));
       }
     } else {
       auto it = std::find_if(class_names.begin(), class_names.end(), [&part](const std::string& n) {
@@ -221,16 +222,16 @@ absl::Status Frontend::Prepare(FrontendRequest& request, FrontendResult& result,
   result.table = routed->table;
   const Variant& variant = *result.variant;
   if (request.priority < 0 || request.priority >= variant.priority_levels()) {
-    return absl::InvalidArgumentError(absl::StrCat("priority ", request.priority,
-                                                   " is out of range: this model has ",
-                                                   variant.priority_levels(), " level(s), 0 = highest"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("priority ", request.priority, " is out of range: this model has ",
+                     variant.priority_levels(), " level(s), 0 = highest"));
   }
   if (request.timeout_us < 0) return absl::InvalidArgumentError("timeout must be >= 0");
   if (absl::Status s = Preprocess(request, variant, input, result.preprocess_us); !s.ok()) return s;
   result.num_images = input.num_images;
   if (!request.labels.empty()) {
-    absl::StatusOr<std::vector<int64_t>> truth = ParseLabels(
-        request.labels, variant.class_names(), variant.num_classes(), input.num_images);
+    absl::StatusOr<std::vector<int64_t>> truth =
+        ParseLabels(request.labels, variant.class_names(), variant.num_classes(), input.num_images);
     if (!truth.ok()) return truth.status();
     result.true_classes = std::move(*truth);
   }
@@ -258,8 +259,8 @@ absl::Status Frontend::Preprocess(FrontendRequest& request, const Variant& varia
   }
   const int64_t n = static_cast<int64_t>(request.encoded_images.size());
   if (n > variant.max_batch_size()) {
-    return absl::InvalidArgumentError(absl::StrCat(n, " images in one request; this model takes 1 to ",
-                                                   variant.max_batch_size()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        n, " images in one request; this model takes 1 to ", variant.max_batch_size()));
   }
   const auto start = std::chrono::steady_clock::now();
   input.num_images = static_cast<int>(n);
@@ -269,8 +270,8 @@ absl::Status Frontend::Preprocess(FrontendRequest& request, const Variant& varia
     absl::Status s =
         preprocessing::PreprocessImage(request.encoded_images[i], variant.preprocess(), chw);
     if (!s.ok()) {
-      return absl::InvalidArgumentError(
-          n == 1 ? std::string(s.message()) : absl::StrCat("image ", i, ": ", s.message()));
+      return absl::InvalidArgumentError(n == 1 ? std::string(s.message())
+                                               : absl::StrCat("image ", i, ": ", s.message()));
     }
     if (static_cast<int64_t>(chw.size()) != variant.image_elements()) {
       return absl::InternalError("preprocessing produced an image of the wrong size");
@@ -304,8 +305,9 @@ void Frontend::Finish(const FrontendRequest& request, absl::Status status, Front
   if (metrics_) {
     // Unknown model names are not labels: a client must not be able to create series at will.
     const bool known = repository_->Find(request.model) != nullptr;
-    metrics_->OnRequest(request.api, known ? request.model : "", result.variant ? result.variant->name() : "",
-                        status.code(), result.total_us * 1e-6);
+    metrics_->OnRequest(request.api, known ? request.model : "",
+                        result.variant ? result.variant->name() : "", status.code(),
+                        result.total_us * 1e-6);
   }
   done(std::move(status), std::move(result));
 }
@@ -327,9 +329,10 @@ void Frontend::Account(const FrontendRequest& request, const FrontendResult& res
   }
   // Already labeled requests need no Feedback.
   if (request.request_id.empty() || !result.true_classes.empty()) return;
-  feedback_.Remember(request.request_id,
-                     {variant.model_name(), variant.name(), result.variant, std::move(top1), classes},
-                     Clock::Real()->NowMicros());
+  feedback_.Remember(
+      request.request_id,
+      {variant.model_name(), variant.name(), result.variant, std::move(top1), classes},
+      Clock::Real()->NowMicros());
 }
 
 absl::StatusOr<FeedbackOutcome> Frontend::Feedback(const std::string& request_id,
@@ -383,8 +386,8 @@ void Frontend::Shadow(const std::shared_ptr<const RoutingTable>& table,
   input.deadline_us = Clock::Real()->NowMicros() + kShadowTimeoutUs;
   const int64_t classes = reference->num_classes();
   absl::Status accepted = reference->Submit(
-      std::move(input), [compared, logits = std::move(logits), classes](absl::Status status,
-                                                                       InferOutput output) {
+      std::move(input),
+      [compared, logits = std::move(logits), classes](absl::Status status, InferOutput output) {
         if (!status.ok()) {
           CountShadowDropped(*compared);
           return;

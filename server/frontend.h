@@ -35,9 +35,10 @@ struct FrontendRequest {
   std::vector<std::span<const uint8_t>> encoded_images;  // must stay valid during Infer
   std::vector<float> tensor;                             // preprocessed, (N, C, H, W)
   std::vector<int64_t> tensor_shape;                     // [N, C, H, W] or [C, H, W]
-  int64_t timeout_us = 0;  // 0: none of its own
+  int64_t timeout_us = 0;                                // 0: none of its own
   // The gRPC deadline of the call (system clock); max() when there is none.
-  std::chrono::system_clock::time_point grpc_deadline = std::chrono::system_clock::time_point::max();
+  std::chrono::system_clock::time_point grpc_deadline =
+      std::chrono::system_clock::time_point::max();
   int priority = 0;
   std::function<bool()> is_cancelled;
   std::chrono::steady_clock::time_point arrival = std::chrono::steady_clock::now();
@@ -50,7 +51,7 @@ struct FrontendResult {
   InferOutput output;  // logits (num_images, classes) and queue / compute times
   int64_t preprocess_us = 0;
   int64_t total_us = 0;
-  std::vector<int64_t> true_classes;  // parsed FrontendRequest::labels (empty: none)
+  std::vector<int64_t> true_classes;          // parsed FrontendRequest::labels (empty: none)
   std::shared_ptr<const RoutingTable> table;  // that routed it (shadow settings)
 };
 
@@ -78,7 +79,8 @@ class Frontend {
 
   // The true label(s) of an answered request (Classifier.Feedback): counted once for the variant
   // that answered. NOT_FOUND (unknown, expired or already labeled), INVALID_ARGUMENT (label).
-  absl::StatusOr<FeedbackOutcome> Feedback(const std::string& request_id, const std::string& labels);
+  absl::StatusOr<FeedbackOutcome> Feedback(const std::string& request_id,
+                                           const std::string& labels);
 
   // Counts a request the service refused before Infer (malformed protobuf fields).
   void CountRejected(const FrontendRequest& request, const absl::Status& status);
@@ -93,8 +95,8 @@ class Frontend {
 
  private:
   absl::Status Prepare(FrontendRequest& request, FrontendResult& result, InferInput& input);
-  absl::Status Preprocess(FrontendRequest& request, const Variant& variant,
-                          InferInput& input, int64_t& preprocess_us);
+  absl::Status Preprocess(FrontendRequest& request, const Variant& variant, InferInput& input,
+                          int64_t& preprocess_us);
   void Finish(const FrontendRequest& request, absl::Status status, FrontendResult result,
               const FrontendCallback& done);
   // After an answer: labeled accuracy, the feedback log, and the shadow copy (if sampled).

@@ -33,8 +33,7 @@ grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
 }
 
 // A string parameter; INVALID_ARGUMENT when present with another type.
-absl::Status StringParameter(const ParameterMap& params, const std::string& key,
-                             std::string& out) {
+absl::Status StringParameter(const ParameterMap& params, const std::string& key, std::string& out) {
   auto it = params.find(key);
   if (it == params.end()) return absl::OkStatus();
   if (it->second.parameter_choice_case() != InferParameter::kStringParam) {
@@ -50,12 +49,19 @@ absl::Status LabelParameter(const ParameterMap& params, std::string& out) {
   auto it = params.find("label");
   if (it == params.end()) return absl::OkStatus();
   switch (it->second.parameter_choice_case()) {
-    case InferParameter::kStringParam: out = it->second.string_param(); return absl::OkStatus();
-    case InferParameter::kInt64Param: out = absl::StrCat(it->second.int64_param()); return absl::OkStatus();
-    case InferParameter::kUint64Param: out = absl::StrCat(it->second.uint64_param()); return absl::OkStatus();
+    case InferParameter::kStringParam:
+      out = it->second.string_param();
+      return absl::OkStatus();
+    case InferParameter::kInt64Param:
+      out = absl::StrCat(it->second.int64_param());
+      return absl::OkStatus();
+    case InferParameter::kUint64Param:
+      out = absl::StrCat(it->second.uint64_param());
+      return absl::OkStatus();
     default:
       return absl::InvalidArgumentError(
-          "parameter 'label' must be a string (class names or indexes, comma-separated) or an integer");
+          "parameter 'label' must be a string (class names or indexes, comma-separated) or an "
+          "integer");
   }
 }
 
@@ -65,7 +71,9 @@ absl::Status IntParameter(const ParameterMap& params, const std::string& key, in
   if (it == params.end()) return absl::OkStatus();
   const InferParameter& p = it->second;
   switch (p.parameter_choice_case()) {
-    case InferParameter::kInt64Param: out = p.int64_param(); return absl::OkStatus();
+    case InferParameter::kInt64Param:
+      out = p.int64_param();
+      return absl::OkStatus();
     case InferParameter::kUint64Param:
       if (p.uint64_param() <= static_cast<uint64_t>(INT64_MAX)) {
         out = static_cast<int64_t>(p.uint64_param());
@@ -78,7 +86,8 @@ absl::Status IntParameter(const ParameterMap& params, const std::string& key, in
         return absl::OkStatus();
       }
       break;
-    default: break;
+    default:
+      break;
   }
   return absl::InvalidArgumentError(absl::StrCat("parameter '", key, "' must be an integer"));
 }
@@ -89,7 +98,8 @@ absl::Status SplitRawBytes(const std::string& raw, std::vector<std::span<const u
   while (pos < raw.size()) {
     if (raw.size() - pos < 4) return absl::InvalidArgumentError("raw BYTES input is truncated");
     uint32_t length = 0;
-    for (int b = 0; b < 4; ++b) length |= static_cast<uint32_t>(static_cast<uint8_t>(raw[pos + b])) << (8 * b);
+    for (int b = 0; b < 4; ++b)
+      length |= static_cast<uint32_t>(static_cast<uint8_t>(raw[pos + b])) << (8 * b);
     pos += 4;
     if (length > raw.size() - pos) {
       return absl::InvalidArgumentError("raw BYTES input: element length runs past the data");
@@ -125,8 +135,8 @@ absl::Status ParseImageInput(const ModelInferRequest::InferInputTensor& in, cons
   return absl::OkStatus();
 }
 
-absl::Status ParseTensorInput(const ModelInferRequest::InferInputTensor& in,
-                              const std::string* raw, FrontendRequest& r) {
+absl::Status ParseTensorInput(const ModelInferRequest::InferInputTensor& in, const std::string* raw,
+                              FrontendRequest& r) {
   if (in.datatype() != "FP32") {
     return absl::InvalidArgumentError(
         absl::StrCat("input 'input' must be FP32 [N, C, H, W], got ", in.datatype()));
@@ -158,13 +168,14 @@ absl::Status ParseInputs(const ModelInferRequest& req, FrontendRequest& r) {
   }
   const auto& in = req.inputs(0);
   if (use_raw && in.has_contents()) {
-    return absl::InvalidArgumentError("an input may not set contents when raw_input_contents is used");
+    return absl::InvalidArgumentError(
+        "an input may not set contents when raw_input_contents is used");
   }
   const std::string* raw = use_raw ? &req.raw_input_contents(0) : nullptr;
   if (in.name() == kImageInput) return ParseImageInput(in, raw, r);
   if (in.name() == kTensorInput) return ParseTensorInput(in, raw, r);
-  return absl::InvalidArgumentError(absl::StrCat("unknown input '", in.name(),
-                                                 "': the inputs are 'image' (BYTES) and 'input' (FP32)"));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown input '", in.name(), "': the inputs are 'image' (BYTES) and 'input' (FP32)"));
 }
 
 struct RequestedOutputs {
@@ -180,7 +191,8 @@ absl::Status ParseOutputs(const ModelInferRequest& req, RequestedOutputs& out) {
           "unknown output '", o.name(), "': the outputs are logits, probabilities and labels"));
     }
     out.names.insert(o.name());
-    if (absl::Status s = IntParameter(o.parameters(), "classification", out.top_k); !s.ok()) return s;
+    if (absl::Status s = IntParameter(o.parameters(), "classification", out.top_k); !s.ok())
+      return s;
   }
   if (out.names.empty()) out.names.insert(kLogits);
   if (out.top_k < 1) return absl::InvalidArgumentError("topk must be >= 1");
@@ -250,8 +262,10 @@ void FillResponse(const ModelInferRequest& req, const std::string& request_id,
   params["compute_us"].set_int64_param(result.output.compute_us);
   params["preprocess_us"].set_int64_param(result.preprocess_us);
   const std::vector<float>& logits = result.output.logits;
-  if (requested.names.count(kLogits)) AddRawOutput(resp, kLogits, "FP32", {n, classes}, FloatBytes(logits));
-  const bool needs_probabilities = requested.names.count(kProbabilities) || requested.names.count(kLabels);
+  if (requested.names.count(kLogits))
+    AddRawOutput(resp, kLogits, "FP32", {n, classes}, FloatBytes(logits));
+  const bool needs_probabilities =
+      requested.names.count(kProbabilities) || requested.names.count(kLabels);
   const std::vector<float> probabilities =
       needs_probabilities ? Softmax(logits, classes) : std::vector<float>();
   if (requested.names.count(kProbabilities)) {
@@ -367,7 +381,8 @@ grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerConte
         FillResponse(*request, request_id, *requested, result, *response);
       } catch (const std::exception& e) {  // bad_alloc: answer anyway, never leave the call open
         response->Clear();
-        status = absl::ResourceExhaustedError(absl::StrCat("building the response failed: ", e.what()));
+        status =
+            absl::ResourceExhaustedError(absl::StrCat("building the response failed: ", e.what()));
       }
     }
     reactor->Finish(ToGrpcStatus(status));

@@ -2,7 +2,6 @@
 
 #include <grpcpp/grpcpp.h>
 
-
 #include "absl/strings/str_cat.h"
 
 namespace vitq::server {
@@ -42,33 +41,54 @@ const prometheus::Histogram::BucketBoundaries& KlBuckets() {
 
 const char* ApiName(Api api) {
   switch (api) {
-    case Api::kKserve: return "kserve";
-    case Api::kClassify: return "classify";
-    case Api::kClassifyStream: return "classify_stream";
+    case Api::kKserve:
+      return "kserve";
+    case Api::kClassify:
+      return "classify";
+    case Api::kClassifyStream:
+      return "classify_stream";
   }
   return "unknown";
 }
 
 const char* StatusCodeName(absl::StatusCode code) {
   switch (code) {
-    case absl::StatusCode::kOk: return "OK";
-    case absl::StatusCode::kCancelled: return "CANCELLED";
-    case absl::StatusCode::kUnknown: return "UNKNOWN";
-    case absl::StatusCode::kInvalidArgument: return "INVALID_ARGUMENT";
-    case absl::StatusCode::kDeadlineExceeded: return "DEADLINE_EXCEEDED";
-    case absl::StatusCode::kNotFound: return "NOT_FOUND";
-    case absl::StatusCode::kAlreadyExists: return "ALREADY_EXISTS";
-    case absl::StatusCode::kPermissionDenied: return "PERMISSION_DENIED";
-    case absl::StatusCode::kResourceExhausted: return "RESOURCE_EXHAUSTED";
-    case absl::StatusCode::kFailedPrecondition: return "FAILED_PRECONDITION";
-    case absl::StatusCode::kAborted: return "ABORTED";
-    case absl::StatusCode::kOutOfRange: return "OUT_OF_RANGE";
-    case absl::StatusCode::kUnimplemented: return "UNIMPLEMENTED";
-    case absl::StatusCode::kInternal: return "INTERNAL";
-    case absl::StatusCode::kUnavailable: return "UNAVAILABLE";
-    case absl::StatusCode::kDataLoss: return "DATA_LOSS";
-    case absl::StatusCode::kUnauthenticated: return "UNAUTHENTICATED";
-    default: return "UNKNOWN";
+    case absl::StatusCode::kOk:
+      return "OK";
+    case absl::StatusCode::kCancelled:
+      return "CANCELLED";
+    case absl::StatusCode::kUnknown:
+      return "UNKNOWN";
+    case absl::StatusCode::kInvalidArgument:
+      return "INVALID_ARGUMENT";
+    case absl::StatusCode::kDeadlineExceeded:
+      return "DEADLINE_EXCEEDED";
+    case absl::StatusCode::kNotFound:
+      return "NOT_FOUND";
+    case absl::StatusCode::kAlreadyExists:
+      return "ALREADY_EXISTS";
+    case absl::StatusCode::kPermissionDenied:
+      return "PERMISSION_DENIED";
+    case absl::StatusCode::kResourceExhausted:
+      return "RESOURCE_EXHAUSTED";
+    case absl::StatusCode::kFailedPrecondition:
+      return "FAILED_PRECONDITION";
+    case absl::StatusCode::kAborted:
+      return "ABORTED";
+    case absl::StatusCode::kOutOfRange:
+      return "OUT_OF_RANGE";
+    case absl::StatusCode::kUnimplemented:
+      return "UNIMPLEMENTED";
+    case absl::StatusCode::kInternal:
+      return "INTERNAL";
+    case absl::StatusCode::kUnavailable:
+      return "UNAVAILABLE";
+    case absl::StatusCode::kDataLoss:
+      return "DATA_LOSS";
+    case absl::StatusCode::kUnauthenticated:
+      return "UNAUTHENTICATED";
+    default:
+      return "UNKNOWN";
   }
 }
 
@@ -197,9 +217,8 @@ VariantMetrics ServerMetrics::ForVariant(const std::string& model, const std::st
   absl::MutexLock lock(&series_mu_);
   for (const void* series : std::initializer_list<const void*>{
            m.queue_seconds, m.compute_seconds, m.batch_size, m.queue_depth, m.info,
-           m.routing_weight, m.labeled_correct, m.labeled_wrong, m.shadow_agree,
-           m.shadow_disagree, m.shadow_dropped, m.shadow_agreement, m.shadow_cosine,
-           m.shadow_kl}) {
+           m.routing_weight, m.labeled_correct, m.labeled_wrong, m.shadow_agree, m.shadow_disagree,
+           m.shadow_dropped, m.shadow_agreement, m.shadow_cosine, m.shadow_kl}) {
     ++series_users_[series];
   }
   return m;
@@ -250,12 +269,14 @@ void ServerMetrics::OnAdaptiveSwitch(const std::string& model, const std::string
 void ServerMetrics::OnRequest(Api api, const std::string& model, const std::string& variant,
                               absl::StatusCode code, double seconds) {
   requests_
-      .Add({{"model", model}, {"variant", variant}, {"api", ApiName(api)},
+      .Add({{"model", model},
+            {"variant", variant},
+            {"api", ApiName(api)},
             {"code", StatusCodeName(code)}})
       .Increment();
   if (code == absl::StatusCode::kOk) {
-    request_seconds_.Add({{"model", model}, {"variant", variant}, {"api", ApiName(api)}},
-                         LatencyBuckets())
+    request_seconds_
+        .Add({{"model", model}, {"variant", variant}, {"api", ApiName(api)}}, LatencyBuckets())
         .Observe(seconds);
   }
 }

@@ -40,16 +40,16 @@ struct VariantMetrics {
   prometheus::Histogram* compute_seconds = nullptr;  // per batch
   prometheus::Histogram* batch_size = nullptr;       // images per batch
   prometheus::Gauge* queue_depth = nullptr;
-  prometheus::Gauge* info = nullptr;                 // vitq_variant_info, 1 while loaded
-  prometheus::Gauge* routing_weight = nullptr;       // normalised routing share
-  prometheus::Counter* labeled_correct = nullptr;    // labeled requests it got right (top-1)
+  prometheus::Gauge* info = nullptr;               // vitq_variant_info, 1 while loaded
+  prometheus::Gauge* routing_weight = nullptr;     // normalised routing share
+  prometheus::Counter* labeled_correct = nullptr;  // labeled requests it got right (top-1)
   prometheus::Counter* labeled_wrong = nullptr;
-  prometheus::Counter* shadow_agree = nullptr;       // top-1 equal to the reference's
+  prometheus::Counter* shadow_agree = nullptr;  // top-1 equal to the reference's
   prometheus::Counter* shadow_disagree = nullptr;
-  prometheus::Counter* shadow_dropped = nullptr;     // copies not run: the reference was busy
-  prometheus::Gauge* shadow_agreement = nullptr;     // agree / compared since it was loaded
-  prometheus::Histogram* shadow_cosine = nullptr;    // cosine of its logits to the reference's
-  prometheus::Histogram* shadow_kl = nullptr;        // KL(reference || it) of the softmaxes, nats
+  prometheus::Counter* shadow_dropped = nullptr;   // copies not run: the reference was busy
+  prometheus::Gauge* shadow_agreement = nullptr;   // agree / compared since it was loaded
+  prometheus::Histogram* shadow_cosine = nullptr;  // cosine of its logits to the reference's
+  prometheus::Histogram* shadow_kl = nullptr;      // KL(reference || it) of the softmaxes, nats
 };
 
 class ServerMetrics {

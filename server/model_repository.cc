@@ -61,7 +61,9 @@ bool SameRouting(const RoutingTable& a, const RoutingTable& b) {
 }
 
 // Model settings that live outside the routing table (the adaptive policy).
-bool SameModelSettings(const ModelEntry& a, const ModelEntry& b) { return a.adaptive == b.adaptive; }
+bool SameModelSettings(const ModelEntry& a, const ModelEntry& b) {
+  return a.adaptive == b.adaptive;
+}
 
 RoutingTable::Shadow ShadowOf(const ModelEntry& m) {
   if (!m.shadow) return {};
@@ -134,8 +136,8 @@ ModelRepository::~ModelRepository() {
   reaper_.join();
 }
 
-absl::StatusOr<std::shared_ptr<Variant>> ModelRepository::LoadOne(
-    const ModelEntry& m, const VariantConfig& v) const {
+absl::StatusOr<std::shared_ptr<Variant>> ModelRepository::LoadOne(const ModelEntry& m,
+                                                                  const VariantConfig& v) const {
   std::fprintf(stderr, "vitq-server: loading model '%s' variant '%s' from %s\n", m.name.c_str(),
                v.name.c_str(), v.path.empty() ? ("preset " + v.preset).c_str() : v.path.c_str());
   absl::StatusOr<std::shared_ptr<Variant>> variant =
@@ -175,7 +177,8 @@ absl::StatusOr<std::unique_ptr<ModelRepository>> ModelRepository::FromVariants(
     if (!table.ok()) return InModel(name, table.status());
     ModelEntry entry;
     entry.name = name;
-    if (!entries.empty() && entries.front().variant) entry.batching = entries.front().variant->batching();
+    if (!entries.empty() && entries.front().variant)
+      entry.batching = entries.front().variant->batching();
     absl::MutexLock lock(&repo->mu_);
     repo->models_[name] = std::make_shared<ServedModel>(std::move(entry), *table);
   }
@@ -192,15 +195,14 @@ std::shared_ptr<const ServedModel> ModelRepository::Find(const std::string& mode
   return FindMutable(model);
 }
 
-absl::StatusOr<Routed> ModelRepository::Route(const std::string& model,
-                                              const std::string& variant,
+absl::StatusOr<Routed> ModelRepository::Route(const std::string& model, const std::string& variant,
                                               const std::string& routing_key) const {
   std::shared_ptr<const ServedModel> served = Find(model);
   if (!served) {
     std::vector<std::string> names;
     for (const auto& m : models()) names.push_back(m->name());
-    return absl::NotFoundError(absl::StrCat("unknown model '", model,
-                                            "' (served: ", absl::StrJoin(names, ", "), ")"));
+    return absl::NotFoundError(
+        absl::StrCat("unknown model '", model, "' (served: ", absl::StrJoin(names, ", "), ")"));
   }
   return served->Route(variant, routing_key);
 }
@@ -260,8 +262,8 @@ absl::StatusOr<std::shared_ptr<const RoutingTable>> ModelRepository::SetRouting(
   const std::shared_ptr<const RoutingTable> old = served->routing();
   if (change.expected_generation != 0 && change.expected_generation != old->generation()) {
     return absl::FailedPreconditionError(
-        absl::StrCat("model '", model, "' is at routing generation ", old->generation(),
-                     ", not ", change.expected_generation, " (someone else changed it)"));
+        absl::StrCat("model '", model, "' is at routing generation ", old->generation(), ", not ",
+                     change.expected_generation, " (someone else changed it)"));
   }
   for (const auto& [name, weight] : change.weights) {
     if (!old->Find(name)) {
@@ -320,9 +322,9 @@ absl::StatusOr<std::shared_ptr<const RoutingTable>> ModelRepository::UnloadVaria
                                             "' (it has: ", VariantNames(*old), ")"));
   }
   if (old->shadow().variant == variant) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "variant '", variant, "' is the shadow reference of model '", model,
-        "'; change the shadow settings first"));
+    return absl::FailedPreconditionError(absl::StrCat("variant '", variant,
+                                                      "' is the shadow reference of model '", model,
+                                                      "'; change the shadow settings first"));
   }
   std::vector<RoutingTable::Entry> entries;
   for (const auto& e : old->entries()) {
@@ -351,8 +353,10 @@ absl::StatusOr<std::vector<std::string>> ModelRepository::Reload(const ServerCon
   // 1. Load what is new or changed; nothing is published until everything loaded.
   for (const ModelEntry& m : config.models) {
     Plan plan{m, FindMutable(m.name), nullptr};
-    const std::shared_ptr<const RoutingTable> old = plan.existing ? plan.existing->routing() : nullptr;
-    const bool same_batching = plan.existing && SameBatching(plan.existing->entry().batching, m.batching);
+    const std::shared_ptr<const RoutingTable> old =
+        plan.existing ? plan.existing->routing() : nullptr;
+    const bool same_batching =
+        plan.existing && SameBatching(plan.existing->entry().batching, m.batching);
     std::vector<RoutingTable::Entry> entries;
     for (const VariantConfig& v : m.variants) {
       std::shared_ptr<Variant> current = old ? old->Find(v.name) : nullptr;
@@ -367,7 +371,8 @@ absl::StatusOr<std::vector<std::string>> ModelRepository::Reload(const ServerCon
       changes.push_back(absl::StrCat(m.name, ": loaded variant ", v.name, " (", why, ")"));
       entries.push_back({std::move(*loaded), v.weight});
     }
-    auto table = RoutingTable::Create(std::move(entries), old ? old->generation() + 1 : 1, ShadowOf(m));
+    auto table =
+        RoutingTable::Create(std::move(entries), old ? old->generation() + 1 : 1, ShadowOf(m));
     if (!table.ok()) return InModel(m.name, table.status());
     plan.table = (old && SameRouting(*old, **table)) ? old : *table;
     plans.push_back(std::move(plan));
@@ -427,7 +432,8 @@ absl::StatusOr<std::vector<std::string>> ModelRepository::Reload(const ServerCon
 
 void ModelRepository::Retire(std::shared_ptr<Variant> variant) {
   if (variant->series().routing_weight) variant->series().routing_weight->Set(0);
-  std::fprintf(stderr, "vitq-server: model '%s' variant '%s' retired: freed after its last request\n",
+  std::fprintf(stderr,
+               "vitq-server: model '%s' variant '%s' retired: freed after its last request\n",
                variant->model_name().c_str(), variant->name().c_str());
   absl::MutexLock lock(&retired_mu_);
   retired_.push_back(std::move(variant));
@@ -450,8 +456,8 @@ void ModelRepository::ReapRetired() {
     if (unused.empty()) continue;
     retired_mu_.Unlock();
     for (auto& v : unused) {
-      std::fprintf(stderr, "vitq-server: model '%s' variant '%s' freed\n",
-                   v->model_name().c_str(), v->name().c_str());
+      std::fprintf(stderr, "vitq-server: model '%s' variant '%s' freed\n", v->model_name().c_str(),
+                   v->name().c_str());
       v.reset();  // joins its batcher thread: never on that thread itself
     }
     retired_mu_.Lock();

@@ -34,7 +34,7 @@ namespace vitq::server {
 // Where a request goes.
 struct Routed {
   std::shared_ptr<Variant> variant;
-  int64_t routing_generation = 0;  // 0 when the request named its variant
+  int64_t routing_generation = 0;             // 0 when the request named its variant
   std::shared_ptr<const RoutingTable> table;  // the table that routed it (shadow settings)
 };
 

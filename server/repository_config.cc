@@ -90,7 +90,8 @@ absl::StatusOr<AdaptivePolicy> ParseAdaptive(const YAML::Node& n, const std::str
   for (const std::string& v : p.variants) {
     if (!variant_names.count(v)) return Error(where, absl::StrCat("'", v, "' is not a variant"));
   }
-  if (absl::Status v = ValidateAdaptivePolicy(p); !v.ok()) return Error(where, std::string(v.message()));
+  if (absl::Status v = ValidateAdaptivePolicy(p); !v.ok())
+    return Error(where, std::string(v.message()));
   return p;
 }
 

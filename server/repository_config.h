@@ -36,10 +36,10 @@
 namespace vitq::server {
 
 struct VariantConfig {
-  std::string name;                // unique within its model; the KServe model_version selects it
-  std::string path;                // checkpoint or quantized artifact (.safetensors), resolved
-  std::string preset;              // instead of path: a preset shape with random weights (load tests)
-  std::string arch;                // preset for a bare checkpoint without model card (optional)
+  std::string name;    // unique within its model; the KServe model_version selects it
+  std::string path;    // checkpoint or quantized artifact (.safetensors), resolved
+  std::string preset;  // instead of path: a preset shape with random weights (load tests)
+  std::string arch;    // preset for a bare checkpoint without model card (optional)
   std::string precision = "fp32";  // float layers: fp32 | bf16 (integer layers keep their bits)
   double weight = 1.0;             // routing share, >= 0; shares are normalised per model
 };

@@ -32,8 +32,9 @@ uint64_t StableHash(const std::string& key, const std::string& variant) {
 
 }  // namespace
 
-absl::StatusOr<std::shared_ptr<const RoutingTable>> RoutingTable::Create(
-    std::vector<Entry> entries, int64_t generation, Shadow shadow) {
+absl::StatusOr<std::shared_ptr<const RoutingTable>> RoutingTable::Create(std::vector<Entry> entries,
+                                                                         int64_t generation,
+                                                                         Shadow shadow) {
   double total = 0;
   std::set<std::string> names;
   for (const Entry& e : entries) {
@@ -111,7 +112,8 @@ std::shared_ptr<Variant> RoutingTable::Find(const std::string& name) const {
 std::string RoutingTable::Describe() const {
   std::vector<std::string> parts;
   for (const Entry& e : entries_) {
-    parts.push_back(absl::StrCat(e.variant->name(), "=", absl::SixDigits(e.weight / total_weight_)));
+    parts.push_back(
+        absl::StrCat(e.variant->name(), "=", absl::SixDigits(e.weight / total_weight_)));
   }
   std::string out = absl::StrJoin(parts, " ");
   if (!shadow_.variant.empty()) {

@@ -68,7 +68,7 @@ class RoutingTable {
  private:
   RoutingTable(std::vector<Entry> entries, int64_t generation, Shadow shadow);
 
-  std::vector<Entry> entries_;   // sorted by variant name
+  std::vector<Entry> entries_;      // sorted by variant name
   std::vector<double> cumulative_;  // running sum of weights, for random picks
   double total_weight_ = 0;
   int64_t generation_ = 0;

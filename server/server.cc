@@ -23,13 +23,14 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const TlsCo
   }
   if (tls.cert.empty()) {
     if (!tls.client_ca.empty()) {
-      return absl::InvalidArgumentError("mutual TLS (client CA) needs a server certificate and key");
+      return absl::InvalidArgumentError(
+          "mutual TLS (client CA) needs a server certificate and key");
     }
     return grpc::InsecureServerCredentials();
   }
   grpc::SslServerCredentialsOptions ssl(
       tls.client_ca.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
-                                 : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+                            : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
   absl::StatusOr<std::string> cert = ReadFileToString(tls.cert);
   absl::StatusOr<std::string> key = ReadFileToString(tls.key);
   if (!cert.ok()) return cert.status();
@@ -54,7 +55,8 @@ std::vector<std::string> RestartOnlyChanges(const ServerConfig& running, const S
       running.tls.client_ca != file.tls.client_ca) {
     changed.push_back("tls");
   }
-  if (running.admin.listen != file.admin.listen || running.admin.token_file != file.admin.token_file)
+  if (running.admin.listen != file.admin.listen ||
+      running.admin.token_file != file.admin.token_file)
     changed.push_back("admin");
   return changed;
 }
@@ -111,8 +113,8 @@ absl::Status VitqServer::Build() {
   builder.SetMaxSendMessageSize(static_cast<int>(config.max_message_bytes));
   server_ = builder.BuildAndStart();
   if (!server_ || port_ == 0) {
-    return absl::UnavailableError(absl::StrCat("cannot listen on ", config.listen,
-                                               " (address in use or invalid?)"));
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", config.listen, " (address in use or invalid?)"));
   }
   if (absl::Status s = StartAdmin(*credentials); !s.ok()) return s;
   SetServing(true);
@@ -128,8 +130,7 @@ absl::Status VitqServer::StartAdmin(const std::shared_ptr<grpc::ServerCredential
   if (config_.admin.listen.empty()) return absl::OkStatus();
   absl::StatusOr<std::string> token = ReadAdminToken(config_.admin.token_file);
   if (!token.ok()) return token.status();
-  const std::string config_dir =
-      std::filesystem::path(config_.source_path).parent_path().string();
+  const std::string config_dir = std::filesystem::path(config_.source_path).parent_path().string();
   admin_service_ = std::make_unique<AdminService>(
       repository_.get(), *token, config_dir, [this] { return ReloadConfig(); }, metrics_.get());
   grpc::ServerBuilder builder;
@@ -168,7 +169,8 @@ absl::StatusOr<std::vector<std::string>> VitqServer::ReloadConfig() {
   std::fprintf(stderr, "vitq-server: reloading %s\n", config_.source_path.c_str());
   absl::StatusOr<ServerConfig> file = LoadServerConfig(config_.source_path);
   absl::StatusOr<std::vector<std::string>> changes =
-      file.ok() ? repository_->Reload(*file) : absl::StatusOr<std::vector<std::string>>(file.status());
+      file.ok() ? repository_->Reload(*file)
+                : absl::StatusOr<std::vector<std::string>>(file.status());
   if (!changes.ok()) {
     std::fprintf(stderr, "vitq-server: reload rejected, still serving the previous config: %s\n",
                  std::string(changes.status().message()).c_str());
@@ -221,8 +223,9 @@ bool VitqServer::Drain(double grace_s) {
   const auto start = std::chrono::steady_clock::now();
   // Requests already being decoded still reach their queue before the queues drain.
   frontend_->AwaitPrepared(start + std::chrono::milliseconds(static_cast<int64_t>(grace_s * 1000)));
-  const double grace_left_s =
-      std::max(0.0, grace_s - std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  const double grace_left_s = std::max(
+      0.0,
+      grace_s - std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   drain_result_ = repository_->Drain(static_cast<int64_t>(grace_left_s * 1e6));
   // Every queued request has been answered; what is left are calls finishing their writes.
   const double left_s =

@@ -41,7 +41,8 @@ absl::StatusOr<std::string> FileSha256(const std::string& path) {
   unsigned int length = 0;
   EVP_DigestFinal_ex(ctx.get(), digest, &length);
   std::string hex;
-  for (unsigned int i = 0; i < length; ++i) absl::StrAppend(&hex, absl::Hex(digest[i], absl::kZeroPad2));
+  for (unsigned int i = 0; i < length; ++i)
+    absl::StrAppend(&hex, absl::Hex(digest[i], absl::kZeroPad2));
   return hex;
 }
 
@@ -64,8 +65,7 @@ class Variant::Observer final : public BatchObserver {
 absl::StatusOr<std::shared_ptr<Variant>> Variant::Load(const std::string& model_name,
                                                        const VariantConfig& config,
                                                        const BatcherOptions& batching,
-                                                       ServerMetrics* metrics,
-                                                       int engine_threads) {
+                                                       ServerMetrics* metrics, int engine_threads) {
   const std::string where = absl::StrCat("model '", model_name, "' variant '", config.name, "'");
   absl::StatusOr<Precision> precision = ParsePrecision(config.precision);
   if (!precision.ok()) return Annotate(precision.status(), where);
@@ -75,8 +75,7 @@ absl::StatusOr<std::shared_ptr<Variant>> Variant::Load(const std::string& model_
     absl::StatusOr<std::unique_ptr<Model>> model =
         RandomModel(*shape, /*seed=*/1, UniformPlan(*precision));
     if (!model.ok()) return Annotate(model.status(), where);
-    return FromModel(model_name, config, batching, std::move(*model), metrics, "",
-                     engine_threads);
+    return FromModel(model_name, config, batching, std::move(*model), metrics, "", engine_threads);
   }
   LoadOptions options;
   if (!config.arch.empty()) options.arch = config.arch;
@@ -90,17 +89,15 @@ absl::StatusOr<std::shared_ptr<Variant>> Variant::Load(const std::string& model_
       model_name, config, batching, std::move(*model), metrics, std::move(*sha), engine_threads);
   if (!variant.ok()) return variant;
   std::error_code ignored;
-  (*variant)->weight_bytes_ = static_cast<int64_t>(std::filesystem::file_size(config.path, ignored));
+  (*variant)->weight_bytes_ =
+      static_cast<int64_t>(std::filesystem::file_size(config.path, ignored));
   return variant;
 }
 
-absl::StatusOr<std::shared_ptr<Variant>> Variant::FromModel(const std::string& model_name,
-                                                            const VariantConfig& config,
-                                                            const BatcherOptions& batching,
-                                                            std::unique_ptr<Model> model,
-                                                            ServerMetrics* metrics,
-                                                            std::string artifact_sha256,
-                                                            int engine_threads) {
+absl::StatusOr<std::shared_ptr<Variant>> Variant::FromModel(
+    const std::string& model_name, const VariantConfig& config, const BatcherOptions& batching,
+    std::unique_ptr<Model> model, ServerMetrics* metrics, std::string artifact_sha256,
+    int engine_threads) {
   const std::string where = absl::StrCat("model '", model_name, "' variant '", config.name, "'");
   std::shared_ptr<Variant> variant(
       new Variant(model_name, config, batching, std::move(model), metrics));
@@ -173,9 +170,9 @@ int64_t Variant::image_elements() const {
 absl::Status Variant::Submit(InferInput input, InferCallback done) {
   if (input.num_images < 1 ||
       static_cast<int64_t>(input.images.size()) != input.num_images * image_elements()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "expected ", input.num_images, " images of ", image_elements(), " values, got ",
-        input.images.size(), " values"));
+    return absl::InvalidArgumentError(absl::StrCat("expected ", input.num_images, " images of ",
+                                                   image_elements(), " values, got ",
+                                                   input.images.size(), " values"));
   }
   auto task = std::make_unique<JobBatcher::TaskType>();
   task->num_images = input.num_images;

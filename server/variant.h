@@ -63,13 +63,10 @@ class Variant {
   // Same from a model already built (tests, random presets).
   // `artifact_sha256` labels the metrics (empty for models not read from a file);
   // `engine_threads` > 0 sets the OpenMP threads of each forward pass.
-  static absl::StatusOr<std::shared_ptr<Variant>> FromModel(const std::string& model_name,
-                                                            const VariantConfig& config,
-                                                            const BatcherOptions& batching,
-                                                            std::unique_ptr<Model> model,
-                                                            ServerMetrics* metrics,
-                                                            std::string artifact_sha256 = "",
-                                                            int engine_threads = 0);
+  static absl::StatusOr<std::shared_ptr<Variant>> FromModel(
+      const std::string& model_name, const VariantConfig& config, const BatcherOptions& batching,
+      std::unique_ptr<Model> model, ServerMetrics* metrics, std::string artifact_sha256 = "",
+      int engine_threads = 0);
 
   // Drains the queue (runs what is queued) and joins the worker.
   ~Variant();

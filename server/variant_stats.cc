@@ -53,9 +53,7 @@ double LatencyHistogram::Quantile(const Counts& counts, double q) {
   return kFirstBucketUs * std::pow(kGrowth, static_cast<double>(counts.size() - 1));
 }
 
-VariantStats::VariantStats(int64_t now_us) : start_us_(now_us) {
-  second_of_slot_.fill(-1);
-}
+VariantStats::VariantStats(int64_t now_us) : start_us_(now_us) { second_of_slot_.fill(-1); }
 
 void VariantStats::OnRequest(bool ok, int64_t latency_us, int64_t now_us) {
   if (!ok) {

@@ -84,13 +84,15 @@ absl::StatusOr<Tensor> LoadImageFolder(const std::string& folder, const ModelCon
     absl::Status st = preprocessing::PreprocessImage(
         {reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()}, options, chw);
     if (!st.ok()) {  // a folder of photos may hold a broken one: say so, use the rest
-      std::fprintf(stderr, "vitq: skipping %s: %s\n", file.c_str(), std::string(st.message()).c_str());
+      std::fprintf(stderr, "vitq: skipping %s: %s\n", file.c_str(),
+                   std::string(st.message()).c_str());
       continue;
     }
     images.insert(images.end(), chw.begin(), chw.end());
     ++n;
   }
-  if (n == 0) return absl::InvalidArgumentError(absl::StrCat("folder:", folder, ": no readable images"));
+  if (n == 0)
+    return absl::InvalidArgumentError(absl::StrCat("folder:", folder, ": no readable images"));
   Tensor out({n, c, s, s});
   std::copy(images.begin(), images.end(), out.data());
   return out;

@@ -145,7 +145,8 @@ int Fail(const std::string& message) {
 int CheckConfig(const vitq::server::ServerConfig& config) {
   for (const std::string& pem : {config.tls.cert, config.tls.key, config.tls.client_ca}) {
     if (pem.empty()) continue;
-    if (auto text = vitq::server::ReadFileToString(pem); !text.ok()) return Fail(std::string(text.status().message()));
+    if (auto text = vitq::server::ReadFileToString(pem); !text.ok())
+      return Fail(std::string(text.status().message()));
   }
   if (!config.admin.listen.empty()) {
     if (auto token = vitq::server::ReadAdminToken(config.admin.token_file); !token.ok())
@@ -153,7 +154,8 @@ int CheckConfig(const vitq::server::ServerConfig& config) {
   }
   for (const auto& model : config.models) {
     for (const auto& variant : model.variants) {
-      const std::string where = absl::StrCat("model '", model.name, "' variant '", variant.name, "'");
+      const std::string where =
+          absl::StrCat("model '", model.name, "' variant '", variant.name, "'");
       absl::StatusOr<vitq::Precision> precision = vitq::ParsePrecision(variant.precision);
       if (!precision.ok()) return Fail(absl::StrCat(where, ": ", precision.status().message()));
       absl::StatusOr<std::unique_ptr<vitq::Model>> loaded;
@@ -181,8 +183,9 @@ int CheckConfig(const vitq::server::ServerConfig& config) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"vitq-server: serves quantized vision transformers over gRPC (KServe v2 and "
-               "vitq.v1.Classifier) with dynamic batching and Prometheus metrics"};
+  CLI::App app{
+      "vitq-server: serves quantized vision transformers over gRPC (KServe v2 and "
+      "vitq.v1.Classifier) with dynamic batching and Prometheus metrics"};
   Flags flags;
   AddFlags(app, flags);
   CLI11_PARSE(app, argc, argv);
@@ -213,7 +216,8 @@ int main(int argc, char** argv) {
     (void)(*server)->ReloadConfig();  // logs what changed, or why the file was rejected
     signal_number = WaitForSignal();
   }
-  std::fprintf(stderr, "vitq-server: received %s\n", signal_number == SIGTERM ? "SIGTERM" : "SIGINT");
+  std::fprintf(stderr, "vitq-server: received %s\n",
+               signal_number == SIGTERM ? "SIGTERM" : "SIGINT");
   // A drain cut short by its grace is expected behaviour under load, not a failure: exit 0.
   (*server)->Drain(config->drain_grace_s);
   server->reset();

@@ -24,7 +24,8 @@ AdaptivePolicy Ladder() {
 }
 
 AdaptiveObservation Observed(double p99_ms, std::vector<double> agreement = {1.0, 0.995, 0.985},
-                             std::vector<int64_t> comparisons = {0, 500, 500}, int64_t requests = 1000) {
+                             std::vector<int64_t> comparisons = {0, 500, 500},
+                             int64_t requests = 1000) {
   return {p99_ms, requests, std::move(agreement), std::move(comparisons)};
 }
 
@@ -46,13 +47,20 @@ TEST(AdaptivePolicy, RejectsSettingsOutOfRange) {
 
 TEST(AdaptivePolicy, ConfigNeedsAShadowReferenceAndKnownVariants) {
   const std::string base =
-      "models:\n  - name: m\n    variants: [{name: fp32, path: a}, {name: w8a8, path: b, weight: 0}]\n";
-  EXPECT_FALSE(ParseServerConfig(base + "    adaptive: {variants: [fp32, w8a8], p99_slo_ms: 50}\n", "/").ok());
+      "models:\n  - name: m\n    variants: [{name: fp32, path: a}, {name: w8a8, path: b, weight: "
+      "0}]\n";
+  EXPECT_FALSE(
+      ParseServerConfig(base + "    adaptive: {variants: [fp32, w8a8], p99_slo_ms: 50}\n", "/")
+          .ok());
   EXPECT_FALSE(ParseServerConfig(base + "    shadow: {variant: fp32, fraction: 0.1}\n"
-                                        "    adaptive: {variants: [fp32, w2a2], p99_slo_ms: 50}\n", "/").ok());
+                                        "    adaptive: {variants: [fp32, w2a2], p99_slo_ms: 50}\n",
+                                 "/")
+                   .ok());
   absl::StatusOr<ServerConfig> ok = ParseServerConfig(
-      base + "    shadow: {variant: fp32, fraction: 0.1}\n"
-             "    adaptive: {variants: [fp32, w8a8], p99_slo_ms: 50, agreement_floor: 0.97}\n", "/");
+      base +
+          "    shadow: {variant: fp32, fraction: 0.1}\n"
+          "    adaptive: {variants: [fp32, w8a8], p99_slo_ms: 50, agreement_floor: 0.97}\n",
+      "/");
   ASSERT_TRUE(ok.ok()) << ok.status();
   ASSERT_TRUE(ok->models[0].adaptive.has_value());
   EXPECT_EQ(ok->models[0].adaptive->agreement_floor, 0.97);

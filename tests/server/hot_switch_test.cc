@@ -34,11 +34,13 @@ class HotSwitchTest : public ::testing::Test {
     dir_ = fs::temp_directory_path() / absl::StrCat("vitq_hot_switch_", getpid(), "_", ++counter_);
     fs::create_directories(dir_);
     WriteFile(dir_ / "token", absl::StrCat(kToken, "\n"));
-    for (const auto& [file, seed] : {std::pair{"a.safetensors", kSeedA}, std::pair{"b.safetensors", kSeedB},
-                                     std::pair{"c.safetensors", kSeedC}}) {
+    for (const auto& [file, seed] :
+         {std::pair{"a.safetensors", kSeedA}, std::pair{"b.safetensors", kSeedB},
+          std::pair{"c.safetensors", kSeedC}}) {
       ASSERT_TRUE(WriteRandomCheckpoint(TinyConfig(), seed, (dir_ / file).string()).ok());
     }
-    ASSERT_TRUE(WriteRandomCheckpoint(SlowConfig(), kSeedA, (dir_ / "slow.safetensors").string()).ok());
+    ASSERT_TRUE(
+        WriteRandomCheckpoint(SlowConfig(), kSeedA, (dir_ / "slow.safetensors").string()).ok());
     // Class names come from the label file the model card names.
     std::string labels;
     for (const std::string& label : kLabels) absl::StrAppend(&labels, label, "\n");
@@ -66,7 +68,8 @@ class HotSwitchTest : public ::testing::Test {
         "models:\n  - name: tiny\n    batching: {max_batch_size: 4, max_queue_delay_us: 0, "
         "max_queue_size: 1024}\n    variants:\n";
     for (const VariantSpec& v : variants) {
-      absl::StrAppend(&text, "      - {name: ", v.name, ", path: ", v.file, ", weight: ", v.weight, "}\n");
+      absl::StrAppend(&text, "      - {name: ", v.name, ", path: ", v.file, ", weight: ", v.weight,
+                      "}\n");
     }
     return text + extra;
   }
@@ -114,16 +117,18 @@ class HotSwitchTest : public ::testing::Test {
     return response;
   }
 
-  static const v1::VariantStats* StatsOf(const v1::StatsResponse& stats, const std::string& variant) {
+  static const v1::VariantStats* StatsOf(const v1::StatsResponse& stats,
+                                         const std::string& variant) {
     for (const auto& v : stats.variants())
       if (v.variant() == variant) return &v;
     return nullptr;
   }
 
   // Classifies image `seed` (a tensor), optionally on a named variant and with a true label.
-  grpc::Status ClassifyImage(uint32_t seed, ClassifyResponse* response, const std::string& variant = "",
-                             const std::string& label = "") {
-    ClassifyRequest request = TensorClassifyRequest(RandomImages(1, seed), {1, kImageSize, kImageSize});
+  grpc::Status ClassifyImage(uint32_t seed, ClassifyResponse* response,
+                             const std::string& variant = "", const std::string& label = "") {
+    ClassifyRequest request =
+        TensorClassifyRequest(RandomImages(1, seed), {1, kImageSize, kImageSize});
     request.set_variant(variant);
     request.set_label(label);
     grpc::ClientContext context;
@@ -132,8 +137,10 @@ class HotSwitchTest : public ::testing::Test {
   }
 
   // The top-1 class a random tiny model with weights `seed` gives image `image_seed`.
-  static int64_t ExpectedTop1(uint64_t seed, uint32_t image_seed, const ModelConfig& shape = TinyConfig()) {
-    absl::StatusOr<std::unique_ptr<Model>> model = RandomModel(shape, seed, UniformPlan(Precision::kFp32));
+  static int64_t ExpectedTop1(uint64_t seed, uint32_t image_seed,
+                              const ModelConfig& shape = TinyConfig()) {
+    absl::StatusOr<std::unique_ptr<Model>> model =
+        RandomModel(shape, seed, UniformPlan(Precision::kFp32));
     EXPECT_TRUE(model.ok());
     const std::vector<float> image = RandomImages(1, image_seed);
     Tensor input({1, 1, kImageSize, kImageSize});
@@ -252,7 +259,8 @@ TEST_F(HotSwitchTest, TwentySwitchesUnderLoadFailNoRequest) {
       unload.set_variant("c");
       ASSERT_TRUE(admin_->UnloadVariant(AdminContext().get(), unload, &table).ok());
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // let traffic flow between switches
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(50));  // let traffic flow between switches
   }
   stop = true;
   for (auto& c : clients) c.join();
@@ -325,8 +333,9 @@ TEST_F(HotSwitchTest, ReloadAppliesTheFileAndRejectsBadOnes) {
   std::shared_ptr<Variant> a_before = server_->repository().Find(kModel)->routing()->Find("a");
 
   // b gets all traffic, c is new; a is unchanged and stays the same loaded object.
-  WriteFile(dir_ / "config.yaml", ConfigText({{"a", "a.safetensors", 0}, {"b", "b.safetensors", 1},
-                                              {"c", "c.safetensors", 0}}));
+  WriteFile(dir_ / "config.yaml",
+            ConfigText(
+                {{"a", "a.safetensors", 0}, {"b", "b.safetensors", 1}, {"c", "c.safetensors", 0}}));
   v1::ReloadConfigResponse reload;
   ASSERT_TRUE(admin_->ReloadConfig(AdminContext().get(), {}, &reload).ok());
   std::string changes;
@@ -394,8 +403,8 @@ TEST_F(HotSwitchTest, ShadowCopiesAreDroppedWhenTheReferenceIsBusy) {
   auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
                                      grpc::InsecureChannelCredentials());
   auto stub = v1::Classifier::NewStub(channel);
-  AsyncClassify calls([&stub](grpc::ClientContext* c, const ClassifyRequest* req, ClassifyResponse* resp,
-                              std::function<void(grpc::Status)> done) {
+  AsyncClassify calls([&stub](grpc::ClientContext* c, const ClassifyRequest* req,
+                              ClassifyResponse* resp, std::function<void(grpc::Status)> done) {
     stub->async()->Classify(c, req, resp, std::move(done));
   });
   constexpr int kBurst = 96;
@@ -403,7 +412,8 @@ TEST_F(HotSwitchTest, ShadowCopiesAreDroppedWhenTheReferenceIsBusy) {
     calls.Start(TensorClassifyRequest(RandomImages(1, i), {1, kImageSize, kImageSize}));
   }
   ASSERT_TRUE(calls.WaitAll());
-  for (const auto& call : calls.calls()) EXPECT_TRUE(call->status.ok()) << call->status.error_message();
+  for (const auto& call : calls.calls())
+    EXPECT_TRUE(call->status.ok()) << call->status.error_message();
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   v1::StatsResponse stats;
   const v1::VariantStats* b = nullptr;

@@ -20,7 +20,8 @@ TEST(LatencyHistogram, QuantilesAreWithinTheBucketWidth) {
     const double exact = q * 100000;
     EXPECT_NEAR(LatencyHistogram::Quantile(counts, q), exact, 0.026 * exact) << q;
   }
-  EXPECT_EQ(LatencyHistogram::Quantile(LatencyHistogram::Counts(LatencyHistogram::kBuckets, 0), 0.5), 0);
+  EXPECT_EQ(
+      LatencyHistogram::Quantile(LatencyHistogram::Counts(LatencyHistogram::kBuckets, 0), 0.5), 0);
 }
 
 TEST(LatencyHistogram, DifferenceIsWhatWasRecordedInBetween) {

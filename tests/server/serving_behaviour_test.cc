@@ -13,7 +13,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-
 #include "tests/server/server_test_util.h"
 
 namespace vitq::server::testing {
@@ -114,7 +113,8 @@ TEST_F(ServerTest, FullQueueAnswersResourceExhaustedAndLosesNothing) {
   setup.batching.max_queue_size = 1;
   ASSERT_NO_FATAL_FAILURE(Start(setup));
   std::unique_ptr<AsyncClassify> calls = ClassifyCalls();
-  for (int i = 0; i < kCalls; ++i) calls->Start(TensorClassifyRequest(RandomImages(1, i), {1, 28, 28}));
+  for (int i = 0; i < kCalls; ++i)
+    calls->Start(TensorClassifyRequest(RandomImages(1, i), {1, 28, 28}));
   ASSERT_TRUE(calls->WaitAll());
   int ok = 0, exhausted = 0;
   for (const auto& call : calls->calls()) {
@@ -215,9 +215,9 @@ TEST_F(ServerTest, DrainTurnsHealthNotServingAndRefusesNewRequests) {
   EXPECT_TRUE(drained_cleanly);
 
   ClassifyResponse response;
-  EXPECT_EQ(Classify(TensorClassifyRequest(RandomImages(1, 20), {1, 28, 28}), &response)
-                .error_code(),
-            grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(
+      Classify(TensorClassifyRequest(RandomImages(1, 20), {1, 28, 28}), &response).error_code(),
+      grpc::StatusCode::UNAVAILABLE);
   grpc::Status status;
   const HealthCheckResponse::ServingStatus health = HealthOf("", &status);
   if (status.ok()) {
@@ -300,10 +300,10 @@ TEST_F(ServerTest, MetricsCountRequestsByModelVariantApiAndCode) {
   const std::string metrics = Metrics();
   const auto requests = [&](const char* api, const char* code, const char* model,
                             const char* variant) {
-    return SampleSum(metrics, "vitq_requests_total",
-                     {absl::StrCat("api=\"", api, "\""), absl::StrCat("code=\"", code, "\""),
-                      absl::StrCat("model=\"", model, "\""),
-                      absl::StrCat("variant=\"", variant, "\"")});
+    return SampleSum(
+        metrics, "vitq_requests_total",
+        {absl::StrCat("api=\"", api, "\""), absl::StrCat("code=\"", code, "\""),
+         absl::StrCat("model=\"", model, "\""), absl::StrCat("variant=\"", variant, "\"")});
   };
   EXPECT_EQ(requests("classify", "OK", "tiny", "a"), 1);
   EXPECT_EQ(requests("kserve", "OK", "tiny", "b"), 1);
@@ -318,9 +318,9 @@ TEST_F(ServerTest, MetricsCountRequestsByModelVariantApiAndCode) {
   EXPECT_EQ(SampleSum(metrics, "vitq_request_duration_seconds_count",
                       {"api=\"kserve\"", "model=\"tiny\"", "variant=\"b\""}),
             1);
-  EXPECT_EQ(SampleSum(metrics, "vitq_queue_duration_seconds_count",
-                      {"model=\"tiny\"", "variant=\"a\""}),
-            1);
+  EXPECT_EQ(
+      SampleSum(metrics, "vitq_queue_duration_seconds_count", {"model=\"tiny\"", "variant=\"a\""}),
+      1);
   for (const char* variant : {"variant=\"a\"", "variant=\"b\""}) {
     EXPECT_EQ(SampleSum(metrics, "vitq_variant_info",
                         {"model=\"tiny\"", variant, "precision=\"fp32\"", "arch=\"deit\""}),

@@ -48,13 +48,13 @@ TEST(ParseWeights, ReadsGoodListsAndNamesTheBadEntry) {
   EXPECT_EQ(w->at("w8a8"), 90);
   EXPECT_EQ(w->at("w4a4"), 10);
   EXPECT_EQ(w->at("fp32"), 0);
-  for (const auto& [bad, phrase] : std::vector<std::pair<std::string, std::string>>{
-           {"w8a8", "not VARIANT=WEIGHT"},
-           {"=3", "no variant name"},
-           {"w8a8=ninety", "not a number"},
-           {"w8a8=-1", ">= 0"},
-           {"w8a8=1,w8a8=2", "appears twice"},
-           {"", "give VARIANT=WEIGHT"}}) {
+  for (const auto& [bad, phrase] :
+       std::vector<std::pair<std::string, std::string>>{{"w8a8", "not VARIANT=WEIGHT"},
+                                                        {"=3", "no variant name"},
+                                                        {"w8a8=ninety", "not a number"},
+                                                        {"w8a8=-1", ">= 0"},
+                                                        {"w8a8=1,w8a8=2", "appears twice"},
+                                                        {"", "give VARIANT=WEIGHT"}}) {
     auto r = ParseWeights(bad);
     ASSERT_FALSE(r.ok()) << bad;
     EXPECT_NE(std::string(r.status().message()).find(phrase), std::string::npos) << r.status();
@@ -82,10 +82,13 @@ TEST(FormatAbReport, GivesAVerdictAgainstTheReference) {
   *stats.add_variants() = Variant("w8a8", 200, 181, 400, 399);
   const std::string report = FormatAbReport(stats);
   EXPECT_NE(report.find("w4a4 has lower labeled top-1 accuracy than fp32: 87.1% vs 90.4%"),
-            std::string::npos) << report;
+            std::string::npos)
+      << report;
   EXPECT_NE(report.find("p < 0.001"), std::string::npos) << report;
-  EXPECT_NE(report.find("no significant difference in labeled top-1 accuracy between w8a8 and fp32"),
-            std::string::npos) << report;
+  EXPECT_NE(
+      report.find("no significant difference in labeled top-1 accuracy between w8a8 and fp32"),
+      std::string::npos)
+      << report;
   EXPECT_NE(report.find("99.8% [98.6, 100.0] (400)"), std::string::npos) << report;
 }
 
@@ -97,7 +100,8 @@ TEST(FormatAbReport, UsesAgreementWhenThereAreNoLabels) {
   *stats.add_variants() = Variant("w8a8", 0, 0, 2000, 1990);
   const std::string report = FormatAbReport(stats);
   EXPECT_NE(report.find("w8a8 gives fp32's top-1 class on 99.5% of 2000 compared images"),
-            std::string::npos) << report;
+            std::string::npos)
+      << report;
 }
 
 }  // namespace

@@ -23,7 +23,8 @@ Interval WilsonInterval(int64_t successes, int64_t n, double z) {
   return {std::max(0.0, center - half), std::min(1.0, center + half)};
 }
 
-ProportionTest TwoProportionTest(int64_t a_successes, int64_t a_n, int64_t b_successes, int64_t b_n) {
+ProportionTest TwoProportionTest(int64_t a_successes, int64_t a_n, int64_t b_successes,
+                                 int64_t b_n) {
   ProportionTest t;
   if (a_n <= 0 || b_n <= 0) return t;
   const double pa = static_cast<double>(a_successes) / a_n;
@@ -44,7 +45,8 @@ int64_t SampleSizePerGroup(double p, double delta) {
   // Near 0 or 1 the observed p understates the variance of what is not yet seen.
   p = std::clamp(p, delta, 1 - delta);
   const double variance = 2 * p * (1 - p);
-  return static_cast<int64_t>(std::ceil((kZ95 + kZ80) * (kZ95 + kZ80) * variance / (delta * delta)));
+  return static_cast<int64_t>(
+      std::ceil((kZ95 + kZ80) * (kZ95 + kZ80) * variance / (delta * delta)));
 }
 
 }  // namespace vitq::client

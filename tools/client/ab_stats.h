@@ -17,7 +17,7 @@ struct Interval {
 Interval WilsonInterval(int64_t successes, int64_t n, double z = 1.96);
 
 struct ProportionTest {
-  double difference = 0;  // p_a − p_b
+  double difference = 0;   // p_a − p_b
   Interval difference_ci;  // 95% (unpooled standard error)
   double z = 0;            // pooled z statistic
   double p_value = 1;      // two-sided
@@ -25,7 +25,8 @@ struct ProportionTest {
 
 // Two-proportion z-test of a_successes / a_n against b_successes / b_n. p_value 1 when either n
 // is 0 or both proportions are 0 or 1 (no variance).
-ProportionTest TwoProportionTest(int64_t a_successes, int64_t a_n, int64_t b_successes, int64_t b_n);
+ProportionTest TwoProportionTest(int64_t a_successes, int64_t a_n, int64_t b_successes,
+                                 int64_t b_n);
 
 // Observations per group needed to detect a difference `delta` between proportions around `p`
 // with a two-sided 5% test at 80% power.

@@ -74,8 +74,10 @@ std::string RoutingText(const vitq::v1::RoutingTable& t) {
   for (const auto& [name, w] : t.weights()) total += w;
   std::map<std::string, double> sorted(t.weights().begin(), t.weights().end());
   std::vector<std::string> parts;
-  for (const auto& [name, w] : sorted) parts.push_back(absl::StrCat(name, " ", Percent(total > 0 ? w / total : 0)));
-  std::string out = absl::StrCat(t.model(), " generation ", t.generation(), ": ", absl::StrJoin(parts, ", "));
+  for (const auto& [name, w] : sorted)
+    parts.push_back(absl::StrCat(name, " ", Percent(total > 0 ? w / total : 0)));
+  std::string out =
+      absl::StrCat(t.model(), " generation ", t.generation(), ": ", absl::StrJoin(parts, ", "));
   if (!t.shadow_variant().empty()) {
     absl::StrAppend(&out, "; shadow ", Percent(t.shadow_fraction()), " to ", t.shadow_variant());
   }
@@ -83,9 +85,9 @@ std::string RoutingText(const vitq::v1::RoutingTable& t) {
 }
 
 std::string VariantText(const vitq::v1::VariantInfo& v) {
-  return absl::StrFormat("  %-10s %7s  %-6s %-6s %8.2f MB  %s%s\n", v.variant(), Percent(v.weight()),
-                         v.precision(), v.arch(), v.weight_bytes() / 1048576.0, v.artifact(),
-                         v.shadow() ? "  (shadow reference)" : "");
+  return absl::StrFormat("  %-10s %7s  %-6s %-6s %8.2f MB  %s%s\n", v.variant(),
+                         Percent(v.weight()), v.precision(), v.arch(), v.weight_bytes() / 1048576.0,
+                         v.artifact(), v.shadow() ? "  (shadow reference)" : "");
 }
 
 std::string StatsText(const vitq::v1::StatsResponse& s) {
@@ -96,7 +98,8 @@ std::string StatsText(const vitq::v1::StatsResponse& s) {
   for (const auto& v : s.variants()) {
     absl::StrAppendFormat(&out, "  %-10s %6s %9d %7d %8.2f %8.2f %8.1f %9d %9d %9d\n", v.variant(),
                           Percent(v.weight()), v.requests(), v.errors(), v.p50_ms(), v.p99_ms(),
-                          v.throughput_rps(), v.labeled(), v.labeled_correct(), v.shadow_compared());
+                          v.throughput_rps(), v.labeled(), v.labeled_correct(),
+                          v.shadow_compared());
   }
   return out;
 }
@@ -153,8 +156,8 @@ int SetRouting(const AdminFlags& flags) {
     request.set_shadow_fraction(current.shadow_fraction());
   }
   request.set_expected_generation(flags.expected_generation);
-  return Call<vitq::v1::SetRoutingRequest, vitq::v1::RoutingTable>(
-      flags, &Admin::Stub::SetRouting, request, RoutingText);
+  return Call<vitq::v1::SetRoutingRequest, vitq::v1::RoutingTable>(flags, &Admin::Stub::SetRouting,
+                                                                   request, RoutingText);
 }
 
 int LoadVariant(const AdminFlags& flags) {
@@ -184,18 +187,21 @@ std::string IntervalText(const Interval& i) {
   return absl::StrFormat("[%.1f, %.1f]", 100 * i.low, 100 * i.high);
 }
 
-std::string PValueText(double p) { return p < 0.001 ? "p < 0.001" : absl::StrFormat("p = %.3f", p); }
+std::string PValueText(double p) {
+  return p < 0.001 ? "p < 0.001" : absl::StrFormat("p = %.3f", p);
+}
 
 // One verdict: `a` against `b` on a proportion (labeled accuracy or agreement).
 std::string Verdict(const std::string& what, const std::string& a, int64_t a_hits, int64_t a_n,
                     const std::string& b, int64_t b_hits, int64_t b_n) {
   const ProportionTest t = TwoProportionTest(a_hits, a_n, b_hits, b_n);
-  const double pa = a_n ? static_cast<double>(a_hits) / a_n : 0, pb = b_n ? static_cast<double>(b_hits) / b_n : 0;
+  const double pa = a_n ? static_cast<double>(a_hits) / a_n : 0,
+               pb = b_n ? static_cast<double>(b_hits) / b_n : 0;
   if (t.p_value < 0.05) {
-    return absl::StrFormat("%s has %s %s than %s: %.1f%% vs %.1f%% (%+.1f points, 95%% CI [%+.1f, %+.1f], %s)",
-                           a, t.difference < 0 ? "lower" : "higher", what, b, 100 * pa, 100 * pb,
-                           100 * t.difference, 100 * t.difference_ci.low, 100 * t.difference_ci.high,
-                           PValueText(t.p_value));
+    return absl::StrFormat(
+        "%s has %s %s than %s: %.1f%% vs %.1f%% (%+.1f points, 95%% CI [%+.1f, %+.1f], %s)", a,
+        t.difference < 0 ? "lower" : "higher", what, b, 100 * pa, 100 * pb, 100 * t.difference,
+        100 * t.difference_ci.low, 100 * t.difference_ci.high, PValueText(t.p_value));
   }
   const int64_t needed = SampleSizePerGroup((pa + pb) / 2, 0.01);
   return absl::StrFormat(
@@ -212,17 +218,24 @@ absl::StatusOr<std::map<std::string, double>> ParseWeights(const std::string& te
     std::vector<std::string> kv = absl::StrSplit(entry, absl::MaxSplits('=', 1));
     const std::string shown(absl::StripAsciiWhitespace(entry));
     if (kv.size() != 2) {
-      return absl::InvalidArgumentError(absl::StrCat("--weights: '", shown, "' is not VARIANT=WEIGHT"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--weights: '", shown, "' is not VARIANT=WEIGHT"));
     }
     const std::string name(absl::StripAsciiWhitespace(kv[0]));
     double weight = 0;
-    if (name.empty()) return absl::InvalidArgumentError(absl::StrCat("--weights: '", shown, "' has no variant name"));
+    if (name.empty())
+      return absl::InvalidArgumentError(
+          absl::StrCat("--weights: '", shown, "' has no variant name"));
     if (!absl::SimpleAtod(absl::StripAsciiWhitespace(kv[1]), &weight) || !std::isfinite(weight)) {
-      return absl::InvalidArgumentError(absl::StrCat("--weights: '", shown, "': the weight is not a number"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--weights: '", shown, "': the weight is not a number"));
     }
-    if (weight < 0) return absl::InvalidArgumentError(absl::StrCat("--weights: '", shown, "': weights must be >= 0"));
+    if (weight < 0)
+      return absl::InvalidArgumentError(
+          absl::StrCat("--weights: '", shown, "': weights must be >= 0"));
     if (!weights.emplace(name, weight).second) {
-      return absl::InvalidArgumentError(absl::StrCat("--weights: variant '", name, "' appears twice"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--weights: variant '", name, "' appears twice"));
     }
   }
   if (weights.empty()) return absl::InvalidArgumentError("--weights: give VARIANT=WEIGHT,...");
@@ -238,20 +251,23 @@ std::string FormatAbReport(const vitq::v1::StatsResponse& stats) {
                         "agreement [95% CI] (n)", "cosine");
   for (const auto& v : stats.variants()) {
     const std::string accuracy =
-        v.labeled() == 0 ? "-"
-                         : absl::StrFormat("%.1f%% %s (%d)", 100.0 * v.labeled_correct() / v.labeled(),
-                                           IntervalText(WilsonInterval(v.labeled_correct(), v.labeled())),
-                                           v.labeled());
+        v.labeled() == 0
+            ? "-"
+            : absl::StrFormat("%.1f%% %s (%d)", 100.0 * v.labeled_correct() / v.labeled(),
+                              IntervalText(WilsonInterval(v.labeled_correct(), v.labeled())),
+                              v.labeled());
     std::string agreement = v.variant() == reference ? "reference" : "-";
     if (v.shadow_compared() > 0) {
-      agreement = absl::StrFormat("%.1f%% %s (%d)", 100.0 * v.shadow_agreed() / v.shadow_compared(),
-                                  IntervalText(WilsonInterval(v.shadow_agreed(), v.shadow_compared())),
-                                  v.shadow_compared());
+      agreement =
+          absl::StrFormat("%.1f%% %s (%d)", 100.0 * v.shadow_agreed() / v.shadow_compared(),
+                          IntervalText(WilsonInterval(v.shadow_agreed(), v.shadow_compared())),
+                          v.shadow_compared());
     }
-    const std::string cosine = v.shadow_compared() > 0 ? absl::StrFormat("%.4f", v.shadow_mean_cosine()) : "-";
+    const std::string cosine =
+        v.shadow_compared() > 0 ? absl::StrFormat("%.4f", v.shadow_mean_cosine()) : "-";
     absl::StrAppendFormat(&out, "%-10s %6s %9d %8.2f %8.2f %8.1f  %-28s %-28s %s\n", v.variant(),
-                          Percent(v.weight()), v.requests(), v.p50_ms(), v.p99_ms(), v.throughput_rps(),
-                          accuracy, agreement, cosine);
+                          Percent(v.weight()), v.requests(), v.p50_ms(), v.p99_ms(),
+                          v.throughput_rps(), accuracy, agreement, cosine);
   }
   // Labeled accuracy: every variant against the reference, or the most accurate variant when the
   // reference has no labels; then agreement for variants without labels.
@@ -259,24 +275,30 @@ std::string FormatAbReport(const vitq::v1::StatsResponse& stats) {
   for (const auto& v : stats.variants()) {
     if (v.labeled() == 0) continue;
     const double acc = static_cast<double>(v.labeled_correct()) / v.labeled();
-    if (v.variant() == reference) { base = &v; break; }
+    if (v.variant() == reference) {
+      base = &v;
+      break;
+    }
     if (!base || acc > static_cast<double>(base->labeled_correct()) / base->labeled()) base = &v;
   }
   std::vector<std::string> verdicts;
   for (const auto& v : stats.variants()) {
     if (base && &v != base && v.labeled() > 0) {
-      verdicts.push_back(Verdict("labeled top-1 accuracy", v.variant(), v.labeled_correct(), v.labeled(),
-                                 base->variant(), base->labeled_correct(), base->labeled()));
+      verdicts.push_back(Verdict("labeled top-1 accuracy", v.variant(), v.labeled_correct(),
+                                 v.labeled(), base->variant(), base->labeled_correct(),
+                                 base->labeled()));
     } else if (v.labeled() == 0 && v.shadow_compared() > 0) {
       const Interval ci = WilsonInterval(v.shadow_agreed(), v.shadow_compared());
       verdicts.push_back(absl::StrFormat(
           "%s gives %s's top-1 class on %.1f%% of %d compared images (95%% CI %s); no labels yet",
-          v.variant(), reference, 100.0 * v.shadow_agreed() / v.shadow_compared(), v.shadow_compared(),
-          IntervalText(ci)));
+          v.variant(), reference, 100.0 * v.shadow_agreed() / v.shadow_compared(),
+          v.shadow_compared(), IntervalText(ci)));
     }
   }
   if (verdicts.empty()) {
-    verdicts.push_back("nothing to compare yet: send labeled requests (--label, Feedback) or enable shadow traffic");
+    verdicts.push_back(
+        "nothing to compare yet: send labeled requests (--label, Feedback) or enable shadow "
+        "traffic");
   }
   out += "\n";
   for (const std::string& v : verdicts) absl::StrAppend(&out, "- ", v, "\n");
@@ -285,33 +307,46 @@ std::string FormatAbReport(const vitq::v1::StatsResponse& stats) {
 
 CLI::App* AddAdminCommand(CLI::App& app, AdminFlags& flags) {
   CLI::App* admin = app.add_subcommand(
-      "admin", "Change routing, load or unload variants, reload the config and read live figures "
-               "through the server's vitq.v1.Admin service (its own address, bearer token)");
+      "admin",
+      "Change routing, load or unload variants, reload the config and read live figures "
+      "through the server's vitq.v1.Admin service (its own address, bearer token)");
   admin->require_subcommand(1);
   AddConnectionFlags(admin, &flags.connection);
-  admin->add_option("--token-file", flags.token_file, "file holding the admin token (default: $VITQ_ADMIN_TOKEN)")
+  admin
+      ->add_option("--token-file", flags.token_file,
+                   "file holding the admin token (default: $VITQ_ADMIN_TOKEN)")
       ->check(CLI::ExistingFile);
   admin->add_flag("--json", flags.json, "print the response as JSON (protobuf's JSON mapping)");
   AddTimeoutFlag(admin, &flags.timeout_ms);
   admin->add_subcommand("list", "models, their routing and their variants");
   AddModelOption(admin->add_subcommand("get-routing", "the routing table of one model"), flags);
-  CLI::App* set = admin->add_subcommand("set-routing", "replace a model's routing weights (and shadow settings)");
+  CLI::App* set = admin->add_subcommand("set-routing",
+                                        "replace a model's routing weights (and shadow settings)");
   AddModelOption(set, flags);
-  set->add_option("--weights", flags.weights, "VARIANT=WEIGHT,... (relative; unnamed variants get 0)")->required();
-  set->add_option("--shadow-variant", flags.shadow_variant,
-                  "reference variant that gets sampled copies ('' disables; default: keep the current)")
+  set->add_option("--weights", flags.weights,
+                  "VARIANT=WEIGHT,... (relative; unnamed variants get 0)")
+      ->required();
+  set->add_option(
+         "--shadow-variant", flags.shadow_variant,
+         "reference variant that gets sampled copies ('' disables; default: keep the current)")
       ->each([&flags](const std::string&) { flags.shadow_given = true; });
-  set->add_option("--shadow-fraction", flags.shadow_fraction, "share of requests copied to it, in [0, 1]");
+  set->add_option("--shadow-fraction", flags.shadow_fraction,
+                  "share of requests copied to it, in [0, 1]");
   set->add_option("--expected-generation", flags.expected_generation,
                   "apply only if the routing is still at this generation (0: always)");
-  CLI::App* load = admin->add_subcommand("load-variant", "load and warm up an artifact as a new variant, then route to it");
+  CLI::App* load = admin->add_subcommand(
+      "load-variant", "load and warm up an artifact as a new variant, then route to it");
   AddModelOption(load, flags);
   load->add_option("--variant", flags.variant, "new variant name")->required();
-  load->add_option("--path", flags.path, "artifact path on the server (relative: to its config folder)")->required();
-  load->add_option("--precision", flags.precision, "float layers: fp32 or bf16")->check(CLI::IsMember({"fp32", "bf16"}));
+  load->add_option("--path", flags.path,
+                   "artifact path on the server (relative: to its config folder)")
+      ->required();
+  load->add_option("--precision", flags.precision, "float layers: fp32 or bf16")
+      ->check(CLI::IsMember({"fp32", "bf16"}));
   load->add_option("--weight", flags.weight, "routing weight once loaded (0: by name only)");
   load->add_flag("--replace", flags.replace, "replace a variant of the same name");
-  CLI::App* unload = admin->add_subcommand("unload-variant", "take a variant out of routing; freed after its last request");
+  CLI::App* unload = admin->add_subcommand(
+      "unload-variant", "take a variant out of routing; freed after its last request");
   AddModelOption(unload, flags);
   unload->add_option("--variant", flags.variant, "variant to unload")->required();
   admin->add_subcommand("reload", "re-read the server's config file and apply it (like SIGHUP)");
@@ -320,12 +355,15 @@ CLI::App* AddAdminCommand(CLI::App& app, AdminFlags& flags) {
 }
 
 CLI::App* AddAbReportCommand(CLI::App& app, AdminFlags& flags) {
-  CLI::App* report = app.add_subcommand(
-      "ab-report", "Compare a model's variants on live traffic (Admin Stats): accuracy and "
-                   "agreement with 95% intervals, latency, throughput, significance tests");
+  CLI::App* report =
+      app.add_subcommand("ab-report",
+                         "Compare a model's variants on live traffic (Admin Stats): accuracy and "
+                         "agreement with 95% intervals, latency, throughput, significance tests");
   AddModelOption(report, flags);
   AddConnectionFlags(report, &flags.connection);
-  report->add_option("--token-file", flags.token_file, "file holding the admin token (default: $VITQ_ADMIN_TOKEN)")
+  report
+      ->add_option("--token-file", flags.token_file,
+                   "file holding the admin token (default: $VITQ_ADMIN_TOKEN)")
       ->check(CLI::ExistingFile);
   report->add_flag("--json", flags.json, "print the raw Stats response as JSON");
   AddTimeoutFlag(report, &flags.timeout_ms);
@@ -334,9 +372,13 @@ CLI::App* AddAbReportCommand(CLI::App& app, AdminFlags& flags) {
 
 CLI::App* AddFeedbackCommand(CLI::App& app, FeedbackFlags& flags) {
   CLI::App* command = app.add_subcommand(
-      "feedback", "Send the true label of an answered request (its response id) to the server, "
-                  "for the labeled accuracy of the variant that answered it");
-  command->add_option("--request-id", flags.request_id, "id from the response (vitq-client classify prints it)")->required();
+      "feedback",
+      "Send the true label of an answered request (its response id) to the server, "
+      "for the labeled accuracy of the variant that answered it");
+  command
+      ->add_option("--request-id", flags.request_id,
+                   "id from the response (vitq-client classify prints it)")
+      ->required();
   command->add_option("--label", flags.label, "the true class: index or class name")->required();
   AddTimeoutFlag(command, &flags.timeout_ms);
   AddConnectionFlags(command, &flags.connection);
@@ -351,8 +393,8 @@ int RunAdmin(const CLI::App& admin, const AdminFlags& flags) {
   if (name == "get-routing") {
     vitq::v1::GetRoutingRequest request;
     request.set_model(flags.model);
-    return Call<vitq::v1::GetRoutingRequest, vitq::v1::RoutingTable>(flags, &Admin::Stub::GetRouting,
-                                                                     request, RoutingText);
+    return Call<vitq::v1::GetRoutingRequest, vitq::v1::RoutingTable>(
+        flags, &Admin::Stub::GetRouting, request, RoutingText);
   }
   if (name == "unload-variant") {
     vitq::v1::UnloadVariantRequest request;
@@ -372,7 +414,8 @@ int RunAdmin(const CLI::App& admin, const AdminFlags& flags) {
   }
   vitq::v1::StatsRequest request;  // stats
   request.set_model(flags.model);
-  return Call<vitq::v1::StatsRequest, vitq::v1::StatsResponse>(flags, &Admin::Stub::Stats, request, StatsText);
+  return Call<vitq::v1::StatsRequest, vitq::v1::StatsResponse>(flags, &Admin::Stub::Stats, request,
+                                                               StatsText);
 }
 
 int RunAbReport(const AdminFlags& flags) {

@@ -102,8 +102,9 @@ int RunClassify(const ClassifyFlags& flags) {
   options.timeout_ms = flags.timeout_ms;
   options.decode_predictions = true;
   if (!flags.labels.empty() && flags.labels.size() != flags.images.size()) {
-    return Fail(absl::InvalidArgumentError(absl::StrCat(
-        "--label: give one label per image (", flags.images.size(), "), got ", flags.labels.size())));
+    return Fail(absl::InvalidArgumentError(absl::StrCat("--label: give one label per image (",
+                                                        flags.images.size(), "), got ",
+                                                        flags.labels.size())));
   }
   bool all_ok = true;
   for (size_t i = 0; i < flags.images.size(); ++i) {

@@ -192,7 +192,8 @@ inference::ModelInferRequest MakeModelInferRequest(const Payload& payload,
   request.set_model_name(options.model);
   request.set_model_version(options.variant);
   (*request.mutable_parameters())["topk"].set_int64_param(options.top_k);
-  if (!options.label.empty()) (*request.mutable_parameters())["label"].set_string_param(options.label);
+  if (!options.label.empty())
+    (*request.mutable_parameters())["label"].set_string_param(options.label);
   if (payload.shape.empty()) {
     AddImageInput(payload, &request);
   } else {
