@@ -106,6 +106,30 @@ void SplitHeads(const float* qkv, int64_t groups, int64_t tokens, int64_t heads,
   }
 }
 
+// SplitHeads straight into symmetric int8 codes: the codes QuantizeSymmetric gives for the fp32 q,
+// k, v (same float operations in the same order), without writing the fp32 copy in between.
+__attribute__((target_clones("avx512f", "avx2", "default"))) void SplitHeadsToInt8(
+    const float* qkv, int64_t groups, int64_t tokens, int64_t heads, int64_t d, float q_prescale,
+    const QuantSpec::Attention& a, int8_t* q, int8_t* k, int8_t* v) {
+  const int64_t c = heads * d;
+  const float inv_q = 1.0f / a.q_scale, inv_k = 1.0f / a.k_scale, inv_v = 1.0f / a.v_scale;
+  const float qmax = static_cast<float>((1 << (a.qkv_bits - 1)) - 1);
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t g = 0; g < groups; ++g) {
+    for (int64_t n = 0; n < tokens; ++n) {
+      const float* row = qkv + (g * tokens + n) * 3 * c;
+      for (int64_t h = 0; h < heads; ++h) {
+        const int64_t dst = ((g * heads + h) * tokens + n) * d;
+        for (int64_t j = 0; j < d; ++j) {
+          q[dst + j] = SymmetricCode(row[h * d + j] * q_prescale, inv_q, qmax);
+          k[dst + j] = SymmetricCode(row[c + h * d + j], inv_k, qmax);
+          v[dst + j] = SymmetricCode(row[2 * c + h * d + j], inv_v, qmax);
+        }
+      }
+    }
+  }
+}
+
 // (G·H, N, d) → (G, N, H·d).
 void MergeHeads(const float* heads_out, int64_t groups, int64_t tokens, int64_t heads, int64_t d,
                 float* out) {
@@ -201,23 +225,19 @@ void AttentionCore::ForwardInteger(const float* qkv, int64_t groups, int64_t tok
                                    float* heads_out) const {
   const int64_t gh = groups * num_heads_, count = gh * tokens * head_dim_;
   const QuantSpec::Attention& a = spec_.attn;
-  thread_local std::vector<float> qkv32_buf;
   thread_local std::vector<int8_t> qkv8_buf;
   thread_local std::vector<uint8_t> probs8_buf;
-  float* q = Scratch(qkv32_buf, 3 * count);
-  SplitHeads(qkv, groups, tokens, num_heads_, head_dim_,
-             1.0f / std::sqrt(static_cast<float>(head_dim_)), q, q + count, q + 2 * count);
   int8_t* q8 = Scratch(qkv8_buf, 3 * count);
-  QuantizeSymmetric(q, count, a.q_scale, a.qkv_bits, q8);
-  QuantizeSymmetric(q + count, count, a.k_scale, a.qkv_bits, q8 + count);
-  QuantizeSymmetric(q + 2 * count, count, a.v_scale, a.qkv_bits, q8 + 2 * count);
+  SplitHeadsToInt8(qkv, groups, tokens, num_heads_, head_dim_,
+                   1.0f / std::sqrt(static_cast<float>(head_dim_)), a, q8, q8 + count,
+                   q8 + 2 * count);
   GetBatchedMatmul(
       MatmulKey{gh, tokens, head_dim_, tokens, true, dt::s8, dt::s8, a.q_scale * a.k_scale})
       .Run(q8, q8 + count, scores);
-  SoftmaxRows(scores, gh * tokens, tokens, bias, bias_rows);
   const ActQuant p = ProbsQuant(a.probs_bits);
   uint8_t* probs = Scratch(probs8_buf, gh * tokens * tokens);
-  QuantizeActivations(scores, gh * tokens * tokens, p, probs);
+  SoftmaxRowsToCodes(scores, probs, gh * tokens, tokens, 1.0f / p.scale,
+                     static_cast<float>(p.qmax()), bias, bias_rows);
   GetBatchedMatmul(
       MatmulKey{gh, tokens, tokens, head_dim_, false, dt::u8, dt::s8, p.scale * a.v_scale})
       .Run(probs, q8 + 2 * count, heads_out);

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "backends/bf16.h"
+#include "backends/quantize.h"
 
 // Hot loops are compiled for AVX-512, AVX2 and baseline x86-64; the loader picks
 // the best one for the CPU (GCC function multiversioning).
@@ -92,6 +93,16 @@ VITQ_CLONES void ScaleRow(float* x, int64_t cols, float s) {
   for (int64_t i = 0; i < cols; ++i) x[i] *= s;
 }
 
+VITQ_CLONES void ScaleRowToCodes(const float* x, uint8_t* y, int64_t cols, float s, float inv_scale,
+                                 float qmax) {
+  constexpr float kRoundLimit = 4194304.0f;  // 2^22: RoundHalfEven is exact up to here
+#pragma omp simd
+  for (int64_t i = 0; i < cols; ++i) {
+    const float v = ClampValue((x[i] * s) * inv_scale, -kRoundLimit, kRoundLimit);
+    y[i] = static_cast<uint8_t>(ClampValue(RoundHalfEven(v) + 0.0f, 0.0f, qmax));
+  }
+}
+
 VITQ_CLONES void ScaleRowToBf16(const float* x, uint16_t* y, int64_t cols, float s) {
 #pragma omp simd
   for (int64_t i = 0; i < cols; ++i) {
@@ -169,6 +180,20 @@ void SoftmaxRowsToBf16(const float* x, uint16_t* y, int64_t rows, int64_t cols, 
       const float* bias_row = bias ? bias + (r % bias_rows) * cols : nullptr;
       const float sum = ExpShiftedRow(x + r * cols, bias_row, e.data(), cols);
       ScaleRowToBf16(e.data(), y + r * cols, cols, 1.0f / sum);
+    }
+  }
+}
+
+void SoftmaxRowsToCodes(const float* x, uint8_t* y, int64_t rows, int64_t cols, float inv_scale,
+                        float qmax, const float* bias, int64_t bias_rows) {
+#pragma omp parallel
+  {
+    std::vector<float> e(static_cast<size_t>(cols));
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* bias_row = bias ? bias + (r % bias_rows) * cols : nullptr;
+      const float sum = ExpShiftedRow(x + r * cols, bias_row, e.data(), cols);
+      ScaleRowToCodes(e.data(), y + r * cols, cols, 1.0f / sum, inv_scale, qmax);
     }
   }
 }

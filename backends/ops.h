@@ -24,6 +24,12 @@ void SoftmaxRows(float* x, int64_t rows, int64_t cols, const float* bias = nullp
 void SoftmaxRowsToBf16(const float* x, uint16_t* y, int64_t rows, int64_t cols,
                        const float* bias = nullptr, int64_t bias_rows = 0);
 
+// softmax(x + bias) written as unsigned 8-bit codes of zero point 0 (probabilities are >= 0):
+// clamp(round(p · inv_scale), 0, qmax), the codes QuantizeActivations gives for the fp32
+// softmax, without writing it first. x is left unchanged.
+void SoftmaxRowsToCodes(const float* x, uint8_t* y, int64_t rows, int64_t cols, float inv_scale,
+                        float qmax, const float* bias = nullptr, int64_t bias_rows = 0);
+
 // In place GELU with the exact erf formulation 0.5·x·(1 + erf(x/√2)).
 void GeluErf(float* x, int64_t n);
 // The same on the calling thread only, for kernel epilogues already inside a parallel region

@@ -8,23 +8,7 @@
 namespace vitq {
 namespace {
 
-// Round half to even (what std::nearbyint does in the default rounding mode) by adding and
-// subtracting 1.5·2^23: exact for |v| <= 2^22, and unlike nearbyint it vectorizes (nearbyint
-// is a libm call per element, which made activation quantization ~45% of a W8A8 forward pass).
-// Callers clamp v into that range first; every clamp bound they use is far inside it.
-inline float RoundHalfEven(float v) {
-  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
-  return (v + kMagic) - kMagic;
-}
-
-constexpr float kRoundLimit = 4194304.0f;  // 2^22
-
-// std::clamp returns a reference chosen by branches, which keeps loops from vectorizing; this
-// selects values and vectorizes to min/max.
-inline float Clamp(float v, float lo, float hi) {
-  v = v < lo ? lo : v;
-  return v > hi ? hi : v;
-}
+constexpr float kRoundLimit = 4194304.0f;  // 2^22: RoundHalfEven is exact up to here
 
 }  // namespace
 
@@ -79,8 +63,8 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void QuantizeActiva
               hi = static_cast<float>(q.qmax());
 #pragma omp parallel for simd schedule(static) if (count > 65536)
   for (int64_t i = 0; i < count; ++i) {
-    const float v = Clamp(x[i] * inv, -kRoundLimit, kRoundLimit);
-    out[i] = static_cast<uint8_t>(Clamp(RoundHalfEven(v) + zp, 0.0f, hi));
+    const float v = ClampValue(x[i] * inv, -kRoundLimit, kRoundLimit);
+    out[i] = static_cast<uint8_t>(ClampValue(RoundHalfEven(v) + zp, 0.0f, hi));
   }
 }
 
@@ -90,8 +74,8 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void FakeQuantActiv
               hi = static_cast<float>(q.qmax());
 #pragma omp parallel for simd schedule(static) if (count > 65536)
   for (int64_t i = 0; i < count; ++i) {
-    const float v = Clamp(x[i] * inv, -kRoundLimit, kRoundLimit);
-    out[i] = (Clamp(RoundHalfEven(v) + zp, 0.0f, hi) - zp) * q.scale;
+    const float v = ClampValue(x[i] * inv, -kRoundLimit, kRoundLimit);
+    out[i] = (ClampValue(RoundHalfEven(v) + zp, 0.0f, hi) - zp) * q.scale;
   }
 }
 
@@ -100,7 +84,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void QuantizeSymmet
   const float inv = 1.0f / scale, hi = static_cast<float>((1 << (bits - 1)) - 1);
 #pragma omp parallel for simd schedule(static) if (count > 65536)
   for (int64_t i = 0; i < count; ++i) {
-    out[i] = static_cast<int8_t>(RoundHalfEven(Clamp(x[i] * inv, -hi, hi)));
+    out[i] = SymmetricCode(x[i], inv, hi);
   }
 }
 
@@ -110,7 +94,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void FakeQuantSymme
                                                                                      int bits) {
   const float inv = 1.0f / scale, hi = static_cast<float>((1 << (bits - 1)) - 1);
 #pragma omp parallel for simd schedule(static) if (count > 65536)
-  for (int64_t i = 0; i < count; ++i) x[i] = RoundHalfEven(Clamp(x[i] * inv, -hi, hi)) * scale;
+  for (int64_t i = 0; i < count; ++i) x[i] = RoundHalfEven(ClampValue(x[i] * inv, -hi, hi)) * scale;
 }
 
 std::vector<float> DequantizeWeights(const WeightQuant& w) {

@@ -43,6 +43,25 @@ WeightQuant QuantizeWeightsWithScales(const float* w, int64_t n, int64_t k, int 
 // x (count) → u8 codes; x_fq = (q - z)·s for the fake-quant path.
 void QuantizeActivations(const float* x, int64_t count, const ActQuant& q, uint8_t* out);
 void FakeQuantActivations(const float* x, int64_t count, const ActQuant& q, float* out);
+// Round half to even (std::nearbyint in the default rounding mode) by adding and subtracting
+// 1.5·2^23: exact for |v| <= 2^22, and unlike nearbyint (a libm call) it vectorizes.
+inline float RoundHalfEven(float v) {
+  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
+  return (v + kMagic) - kMagic;
+}
+
+// std::clamp returns a reference chosen by branches, which keeps loops from vectorizing; this
+// selects values.
+inline float ClampValue(float v, float lo, float hi) {
+  v = v < lo ? lo : v;
+  return v > hi ? hi : v;
+}
+
+// The symmetric code of x·inv_scale with |code| <= qmax: what QuantizeSymmetric stores.
+inline int8_t SymmetricCode(float x, float inv_scale, float qmax) {
+  return static_cast<int8_t>(RoundHalfEven(ClampValue(x * inv_scale, -qmax, qmax)));
+}
+
 // Symmetric per-tensor codes of x: clamp(round(x / scale), -(2^(b-1) - 1), 2^(b-1) - 1), and
 // their fp32 simulation (attention q, k, v).
 void QuantizeSymmetric(const float* x, int64_t count, float scale, int bits, int8_t* out);
