@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <random>
 #include <thread>
 
@@ -300,7 +301,11 @@ void Frontend::Finish(const FrontendRequest& request, absl::Status status, Front
   result.total_us = MicrosBetween(request.arrival, std::chrono::steady_clock::now());
   if (result.variant) {
     result.variant->stats().OnRequest(status.ok(), result.total_us, Clock::Real()->NowMicros());
-    if (status.ok()) Account(request, result);
+    try {
+      if (status.ok()) Account(request, result);
+    } catch (const std::exception& e) {  // bookkeeping must never cost the answer
+      std::fprintf(stderr, "vitq-server: accounting a request failed: %s\n", e.what());
+    }
   }
   if (metrics_) {
     // Unknown model names are not labels: a client must not be able to create series at will.
@@ -311,10 +316,6 @@ void Frontend::Finish(const FrontendRequest& request, absl::Status status, Front
   }
   done(std::move(status), std::move(result));
 }
-
-}  // namespace vitq::server
-
-namespace vitq::server {
 
 void Frontend::Account(const FrontendRequest& request, const FrontendResult& result) {
   const Variant& variant = *result.variant;
