@@ -1,0 +1,194 @@
+#include "quant/liu2021.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+
+namespace vitq::quant::liu2021 {
+namespace {
+
+int Sign(double v) { return (v > 0) - (v < 0); }
+
+double PairLoss(std::span<const float> r, std::span<const float> q, int64_t i, int64_t j,
+                double theta) {
+  const int s = Sign(static_cast<double>(r[i]) - r[j]);
+  if (s == 0) return 0;
+  return std::max(0.0, theta - (static_cast<double>(q[i]) - q[j]) * s);
+}
+
+// The grid point of `candidates` on [alpha·center, beta·center] maximizing f.
+std::pair<double, double> GridMax(const std::function<double(double)>& f, double center,
+                                  const SearchOptions& o) {
+  double best_x = center, best_f = -std::numeric_limits<double>::infinity();
+  for (int c = 0; c < o.candidates; ++c) {
+    const double t = o.candidates == 1 ? 0.5 : static_cast<double>(c) / (o.candidates - 1);
+    const double x = center * (o.alpha + t * (o.beta - o.alpha));
+    const double v = f(x);
+    if (v > best_f) {
+      best_f = v;
+      best_x = x;
+    }
+  }
+  return {best_x, best_f};
+}
+
+}  // namespace
+
+double Pearson(std::span<const float> a, std::span<const float> b) {
+  const size_t n = std::min(a.size(), b.size());
+  if (n == 0) return 0;
+  double ma = 0, mb = 0;
+  for (size_t i = 0; i < n; ++i) {
+    ma += a[i];
+    mb += b[i];
+  }
+  ma /= n;
+  mb /= n;
+  double cov = 0, va = 0, vb = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const double da = a[i] - ma, db = b[i] - mb;
+    cov += da * db;
+    va += da * da;
+    vb += db * db;
+  }
+  if (va == 0 || vb == 0) return 0;
+  return cov / std::sqrt(va * vb);
+}
+
+double RankingLoss(std::span<const float> reference, std::span<const float> quantized,
+                   int64_t row_len, double theta, int64_t max_pairs_per_row, uint64_t seed) {
+  if (row_len < 2) return 0;
+  const int64_t rows = static_cast<int64_t>(reference.size()) / row_len;
+  const int64_t all_pairs = row_len * (row_len - 1) / 2;
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int64_t> pick(0, row_len - 1);
+  double loss = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const auto ref = reference.subspan(r * row_len, row_len);
+    const auto q = quantized.subspan(r * row_len, row_len);
+    if (all_pairs <= max_pairs_per_row) {
+      for (int64_t i = 0; i < row_len; ++i)
+        for (int64_t j = i + 1; j < row_len; ++j) loss += PairLoss(ref, q, i, j, theta);
+      continue;
+    }
+    for (int64_t p = 0; p < max_pairs_per_row; ++p) {
+      int64_t i = pick(rng), j = pick(rng);
+      while (j == i) j = pick(rng);
+      loss += PairLoss(ref, q, std::min(i, j), std::max(i, j), theta);
+    }
+  }
+  return loss;
+}
+
+void FakeQuantize(std::span<const float> x, float step, int bits, std::span<float> out) {
+  const float lo = -static_cast<float>(1 << (bits - 1)),
+              hi = static_cast<float>((1 << (bits - 1)) - 1);
+  for (size_t i = 0; i < x.size(); ++i) {
+    out[i] = std::clamp(std::nearbyint(x[i] / step), lo, hi) * step;
+  }
+}
+
+SearchResult AlternatingSearch(const std::function<double(double, double)>& objective,
+                               double weight_step0, double act_step0, const SearchOptions& o) {
+  SearchResult r{weight_step0, act_step0, objective(weight_step0, act_step0), 0, {}};
+  for (int round = 0; round < o.max_rounds; ++round) {
+    const double before = r.objective;
+    // Candidates are centred on the initial (max-based) steps, as in the paper.
+    auto [dw, fw] = GridMax([&](double w) { return objective(w, r.act_step); }, weight_step0, o);
+    if (fw > r.objective) {
+      r.weight_step = dw;
+      r.objective = fw;
+    }
+    auto [dx, fx] = GridMax([&](double x) { return objective(r.weight_step, x); }, act_step0, o);
+    if (fx > r.objective) {
+      r.act_step = dx;
+      r.objective = fx;
+    }
+    r.rounds = round + 1;
+    r.history.push_back(r.objective);
+    if (!(r.objective > before)) break;
+  }
+  return r;
+}
+
+std::vector<float> QuantizedOutput(const LinearLayer& l, float weight_step, int weight_bits,
+                                   float act_step, int act_bits) {
+  std::vector<float> x(l.x.begin(), l.x.end()), w(l.w.begin(), l.w.end());
+  if (act_step > 0) FakeQuantize(l.x, act_step, act_bits, x);
+  if (weight_step > 0) FakeQuantize(l.w, weight_step, weight_bits, w);
+  std::vector<float> y(static_cast<size_t>(l.m * l.n));
+#pragma omp parallel for schedule(static) if (l.m * l.n * l.k > (1 << 20))
+  for (int64_t i = 0; i < l.m; ++i) {
+    for (int64_t o = 0; o < l.n; ++o) {
+      float acc = l.bias.empty() ? 0.0f : l.bias[o];
+      const float* xi = x.data() + i * l.k;
+      const float* wo = w.data() + o * l.k;
+      for (int64_t c = 0; c < l.k; ++c) acc += xi[c] * wo[c];
+      y[i * l.n + o] = acc;
+    }
+  }
+  return y;
+}
+
+double InitialStep(std::span<const float> values, int bits) {
+  float m = 0;
+  for (float v : values) m = std::max(m, std::fabs(v));
+  return m > 0 ? m / ((1 << (bits - 1)) - 1) : 1.0;
+}
+
+std::vector<float> MeanOutputError(std::span<const float> reference,
+                                   std::span<const float> quantized, int64_t m, int64_t n) {
+  std::vector<double> sum(static_cast<size_t>(n), 0.0);
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t o = 0; o < n; ++o)
+      sum[o] += static_cast<double>(quantized[i * n + o]) - reference[i * n + o];
+  std::vector<float> mean(static_cast<size_t>(n));
+  for (int64_t o = 0; o < n; ++o) mean[o] = m > 0 ? static_cast<float>(sum[o] / m) : 0.0f;
+  return mean;
+}
+
+absl::StatusOr<std::vector<int>> PickBits(const std::vector<Block>& blocks, int64_t budget_bits) {
+  constexpr int64_t kBuckets = 4096;
+  const double unit = std::max<double>(1.0, static_cast<double>(budget_bits) / kBuckets);
+  const int64_t capacity = static_cast<int64_t>(budget_bits / unit);
+  constexpr double kInf = std::numeric_limits<double>::infinity();
+  // best[b][s]: least Ω of blocks [0, b) using at most s size units; choice for backtracking.
+  std::vector<std::vector<double>> best(blocks.size() + 1, std::vector<double>(capacity + 1, kInf));
+  std::vector<std::vector<int>> choice(blocks.size(), std::vector<int>(capacity + 1, -1));
+  std::fill(best[0].begin(), best[0].end(), 0.0);
+  for (size_t b = 0; b < blocks.size(); ++b) {
+    const Block& blk = blocks[b];
+    if (blk.bits.empty() || blk.bits.size() != blk.error.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("block ", b, ": bits and errors differ"));
+    }
+    for (int64_t s = 0; s <= capacity; ++s) {
+      for (size_t c = 0; c < blk.bits.size(); ++c) {
+        // Rounded up, so that the sum of rounded sizes bounds the true size.
+        const auto units = static_cast<int64_t>(std::ceil(blk.parameters * blk.bits[c] / unit));
+        if (units > s || best[b][s - units] == kInf) continue;
+        const double omega = best[b][s - units] + blk.sensitivity * blk.error[c];
+        if (omega < best[b + 1][s]) {
+          best[b + 1][s] = omega;
+          choice[b][s] = static_cast<int>(c);
+        }
+      }
+    }
+  }
+  if (best[blocks.size()][capacity] == kInf) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("no bit assignment fits in ", budget_bits, " bits"));
+  }
+  std::vector<int> picked(blocks.size());
+  int64_t s = capacity;
+  for (size_t b = blocks.size(); b-- > 0;) {
+    const int c = choice[b][s];
+    picked[b] = c;
+    s -= static_cast<int64_t>(std::ceil(blocks[b].parameters * blocks[b].bits[c] / unit));
+  }
+  return picked;
+}
+
+}  // namespace vitq::quant::liu2021
