@@ -59,11 +59,11 @@ class ObservingKernel final : public LinearKernel {
                   int64_t k)
       : inner_(std::move(inner)), observer_(std::move(observer)), k_(k) {}
   void Forward(const float* x, int64_t m, float* y) const override {
-    observer_->Observe(x, m * k_);
+    observer_->ObserveRows(x, m, k_);
     inner_->Forward(x, m, y);
   }
   void ForwardAdd(const float* x, int64_t m, float* y) const override {
-    observer_->Observe(x, m * k_);
+    observer_->ObserveRows(x, m, k_);
     inner_->ForwardAdd(x, m, y);
   }
   std::string Describe(int64_t m) const override { return "observe+" + inner_->Describe(m); }

@@ -25,6 +25,38 @@ void RangeObserver::Observe(const float* x, int64_t count) {
   }
 }
 
+void RangeObserver::ObserveRows(const float* x, int64_t rows, int64_t row_len) {
+  Observe(x, rows * row_len);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (max_rows_ == 0) return;
+  row_len_ = row_len;
+  for (int64_t r = 0; r < rows; ++r, ++rows_seen_) {  // reservoir sampling of rows
+    const float* row = x + r * row_len;
+    if (static_cast<int64_t>(rows_.size()) < max_rows_ * row_len) {
+      rows_.insert(rows_.end(), row, row + row_len);
+    } else {
+      const uint64_t j = rng_() % static_cast<uint64_t>(rows_seen_ + 1);
+      if (static_cast<int64_t>(j) < max_rows_)
+        std::copy(row, row + row_len, rows_.begin() + j * row_len);
+    }
+  }
+}
+
+void RangeObserver::KeepRows(int64_t max_rows) {
+  std::lock_guard<std::mutex> lock(mu_);
+  max_rows_ = max_rows;
+}
+
+std::vector<float> RangeObserver::rows() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return rows_;
+}
+
+int64_t RangeObserver::row_len() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return row_len_;
+}
+
 float RangeObserver::min() const {
   std::lock_guard<std::mutex> lock(mu_);
   return min_;

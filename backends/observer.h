@@ -16,6 +16,13 @@ class RangeObserver {
   explicit RangeObserver(size_t sample_size = 1 << 18) : capacity_(sample_size) {}
 
   void Observe(const float* x, int64_t count);  // thread-safe
+  // Same for `rows` rows of `row_len` values; with row sampling on (KeepRows) also keeps a
+  // uniform reservoir sample of whole rows (a layer's inputs for scale searches).
+  void ObserveRows(const float* x, int64_t rows, int64_t row_len);
+  void KeepRows(int64_t max_rows);
+  // The sampled rows, row-major, and their length (0 before any).
+  std::vector<float> rows() const;
+  int64_t row_len() const;
 
   float min() const;
   float max() const;
@@ -30,6 +37,8 @@ class RangeObserver {
   int64_t seen_ = 0;
   std::vector<float> sample_;
   std::mt19937_64 rng_{12345};
+  int64_t max_rows_ = 0, row_len_ = 0, rows_seen_ = 0;
+  std::vector<float> rows_;
 };
 
 }  // namespace vitq

@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -15,6 +16,7 @@
 #include "backends/artifact.h"
 #include "backends/model.h"
 #include "backends/status_macros.h"
+#include "quant/liu2021.h"
 
 namespace vitq::quant {
 namespace {
@@ -82,6 +84,84 @@ std::string LayersJson(const std::map<std::string, QuantSpec>& layers) {
   return j.dump();
 }
 
+// Outputs x·wᵀ + b of `m` rows, with w (n, k) given dequantized.
+std::vector<float> LinearOutputs(const std::vector<float>& x, int64_t m, int64_t k,
+                                 const std::vector<float>& w, int64_t n,
+                                 const std::vector<float>& bias) {
+  const liu2021::LinearLayer layer{x, w, bias, m, k, n};
+  return liu2021::QuantizedOutput(layer, 0, 8, 0, 8);
+}
+
+// What the liu2021 search chose for one Linear.
+struct LinearChoice {
+  std::vector<float> weight_scales;  // per output channel
+  ActQuant act;
+  std::vector<float> bias;  // corrected (empty: keep the checkpoint's)
+  double similarity = 0, baseline = 0;
+};
+
+// Liu et al.'s similarity-aware search for one Linear, with the engine's own quantizers
+// (per-channel symmetric weights, asymmetric u8 activations): alternately the weight-scale
+// multiplier α and the activation-range multiplier β maximizing the Pearson correlation of the
+// outputs with the float ones on the sampled inputs; then bias correction.
+LinearChoice SearchLinear(const std::string& layer, const std::vector<float>& x, int64_t k,
+                          const Tensor& weight, std::vector<float> bias, const RangeObserver& obs,
+                          LayerBits bits, const PtqOptions& o) {
+  const int64_t m = static_cast<int64_t>(x.size()) / k, n = weight.dim(0);
+  const std::vector<float> w(weight.data(), weight.data() + n * k);
+  if (bias.empty()) bias.assign(static_cast<size_t>(n), 0.0f);
+  const std::vector<float> reference = LinearOutputs(x, m, k, w, n, bias);
+  const WeightQuant max_based = QuantizeWeights(w.data(), n, k, bits.weight_bits);
+  auto scales_for = [&](double alpha) {
+    std::vector<float> s = max_based.scales;
+    for (float& v : s) v = static_cast<float>(v * alpha);
+    return s;
+  };
+  auto act_for = [&](double beta) {
+    return ActQuantFromRange(static_cast<float>(beta * obs.min()),
+                             static_cast<float>(beta * obs.max()), bits.act_bits);
+  };
+  // Memoized operands: a grid scan over one multiplier keeps the other operand quantized once.
+  double cached_alpha = -1, cached_beta = -1;
+  std::vector<float> w_hat, x_hat(x.size());
+  auto outputs = [&](double alpha, double beta) {
+    if (alpha != cached_alpha) {
+      w_hat = DequantizeWeights(
+          QuantizeWeightsWithScales(w.data(), n, k, bits.weight_bits, scales_for(alpha)));
+      cached_alpha = alpha;
+    }
+    if (beta != cached_beta) {
+      FakeQuantActivations(x.data(), static_cast<int64_t>(x.size()), act_for(beta), x_hat.data());
+      cached_beta = beta;
+    }
+    return LinearOutputs(x_hat, m, k, w_hat, n, bias);
+  };
+  auto similarity = [&](double alpha, double beta) {
+    return liu2021::Pearson(reference, outputs(alpha, beta));
+  };
+  liu2021::SearchOptions search;
+  search.candidates = o.search_candidates;
+  search.max_rounds = o.search_rounds;
+  const liu2021::SearchResult found = liu2021::AlternatingSearch(similarity, 1.0, 1.0, search);
+  LinearChoice choice{scales_for(found.weight_step),
+                      act_for(found.act_step),
+                      {},
+                      found.objective,
+                      similarity(1.0, 1.0)};
+  if (o.bias_correction) {
+    const std::vector<float> error =
+        liu2021::MeanOutputError(reference, outputs(found.weight_step, found.act_step), m, n);
+    choice.bias = bias;
+    for (int64_t c = 0; c < n; ++c) choice.bias[c] -= error[c];
+  }
+  std::fprintf(
+      stderr,
+      "liu2021: %-28s similarity %.5f (max-based %.5f), alpha %.3f, beta %.3f, %d round(s)\n",
+      layer.c_str(), choice.similarity, choice.baseline, found.weight_step, found.act_step,
+      found.rounds);
+  return choice;
+}
+
 }  // namespace
 
 LayerBits BitProfile::For(const std::string& layer) const {
@@ -112,10 +192,11 @@ absl::StatusOr<PtqResult> QuantizeCheckpoint(const std::string& model_path,
                                              const std::optional<std::string>& arch,
                                              const Tensor& calib, const PtqOptions& o,
                                              const std::string& output) {
-  if (o.method != "minmax" && o.method != "percentile") {
+  if (o.method != "minmax" && o.method != "percentile" && o.method != "liu2021") {
     return absl::InvalidArgumentError(
-        absl::StrCat("unknown method '", o.method, "' (minmax or percentile)"));
+        absl::StrCat("unknown method '", o.method, "' (minmax, percentile or liu2021)"));
   }
+  const bool liu = o.method == "liu2021";
   VITQ_ASSIGN_OR_RETURN(ModelConfig config, ResolveConfig(model_path, arch));
   VITQ_ASSIGN_OR_RETURN(std::shared_ptr<const SafetensorsFile> file,
                         SafetensorsFile::Open(model_path));
@@ -137,6 +218,7 @@ absl::StatusOr<PtqResult> QuantizeCheckpoint(const std::string& model_path,
       return s;
     }
     s.observer = observers.emplace(layer, std::make_shared<RangeObserver>()).first->second;
+    if (liu) s.observer->KeepRows(o.search_rows);
     return s;
   };
   VITQ_ASSIGN_OR_RETURN(WeightStore store, WeightStore::FromFile(file, config.arch));
@@ -173,9 +255,38 @@ absl::StatusOr<PtqResult> QuantizeCheckpoint(const std::string& model_path,
   }
   // 3. The artifact: quantized weights of integer layers, every other tensor as float.
   VITQ_ASSIGN_OR_RETURN(WeightStore reread, WeightStore::FromFile(file, config.arch));
+  // liu2021: searched scales and corrected biases of every integer Linear.
+  std::map<std::string, LinearChoice> choices;
+  if (liu) {
+    VITQ_ASSIGN_OR_RETURN(WeightStore weights, WeightStore::FromFile(file, config.arch));
+    const std::map<std::string, Shape> shapes(store.taken_shapes().begin(),
+                                              store.taken_shapes().end());
+    for (auto& [layer, spec] : result.layers) {
+      if (spec.is_attention) continue;
+      const auto w_shape = shapes.find(layer + ".weight");
+      if (w_shape == shapes.end()) continue;
+      VITQ_ASSIGN_OR_RETURN(Tensor w, weights.Take(layer + ".weight", w_shape->second));
+      std::vector<float> bias;
+      if (const auto b_shape = shapes.find(layer + ".bias"); b_shape != shapes.end()) {
+        VITQ_ASSIGN_OR_RETURN(Tensor b, weights.Take(layer + ".bias", b_shape->second));
+        bias.assign(b.data(), b.data() + b.numel());
+      }
+      const RangeObserver& obs = *observers.at(layer);
+      LinearChoice c = SearchLinear(layer, obs.rows(), obs.row_len(), w, std::move(bias), obs,
+                                    o.bits.For(layer), o);
+      spec.act = c.act;
+      choices[layer] = std::move(c);
+    }
+  }
   SafetensorsWriter writer;
   for (const auto& [name, shape] : store.taken_shapes()) {
     VITQ_ASSIGN_OR_RETURN(Tensor t, reread.Take(name, shape));
+    if (absl::EndsWith(name, ".bias")) {
+      auto c = choices.find(name.substr(0, name.size() - 5));
+      if (c != choices.end() && !c->second.bias.empty()) {
+        std::memcpy(t.data(), c->second.bias.data(), c->second.bias.size() * sizeof(float));
+      }
+    }
     const std::string layer =
         absl::EndsWith(name, ".weight") ? name.substr(0, name.size() - 7) : "";
     auto q = result.layers.find(layer);
@@ -184,7 +295,11 @@ absl::StatusOr<PtqResult> QuantizeCheckpoint(const std::string& model_path,
       continue;
     }
     const int64_t n = shape[0], k = t.numel() / n;
-    const WeightQuant w = QuantizeWeights(t.data(), n, k, q->second.weight_bits);
+    auto chosen = choices.find(layer);
+    const WeightQuant w = chosen == choices.end()
+                              ? QuantizeWeights(t.data(), n, k, q->second.weight_bits)
+                              : QuantizeWeightsWithScales(t.data(), n, k, q->second.weight_bits,
+                                                          chosen->second.weight_scales);
     const std::vector<uint8_t> packed = PackRows(w.values, n, k, w.bits);
     writer.Add(layer + ".weight_q", DType::kU8, {n, static_cast<int64_t>(packed.size()) / n},
                packed);
@@ -196,6 +311,10 @@ absl::StatusOr<PtqResult> QuantizeCheckpoint(const std::string& model_path,
       {"method", o.method},
       {"settings",
        {{"percentile", o.percentile},
+        {"search_candidates", o.search_candidates},
+        {"search_rounds", o.search_rounds},
+        {"search_rows", o.search_rows},
+        {"bias_correction", o.bias_correction},
         {"weight_granularity", "per_channel"},
         {"act_granularity", "per_tensor"}}},
       {"calibration", {{"data", o.calib_spec}, {"count", calib.dim(0)}, {"seed", o.seed}}},

@@ -33,8 +33,16 @@ struct BitProfile {
 absl::StatusOr<BitProfile> LoadBitProfile(const std::string& path, LayerBits defaults);
 
 struct PtqOptions {
-  std::string method = "minmax";  // minmax | percentile
+  std::string method = "minmax";  // minmax | percentile | liu2021
   double percentile = 99.99;      // central percent of input values kept (percentile)
+  // liu2021 (Liu et al. 2021, quant/liu2021.h): similarity-aware alternating search of every
+  // Linear's weight-scale multiplier (on per-channel max-based scales) and activation range
+  // multiplier (on the observed range), on grids of `search_candidates` over [0.5, 1.2], for at
+  // most `search_rounds` alternations, on `search_rows` sampled input rows; then bias correction.
+  int search_candidates = 20;
+  int search_rounds = 3;
+  int64_t search_rows = 256;
+  bool bias_correction = true;
   BitProfile bits;
   int64_t batch_size = 64;
   bool quantize_attention = true;  // integer q·kᵀ and softmax·v (q, k, v, softmax output quantized)

@@ -20,8 +20,16 @@ CLI::App* AddQuantizeCommand(CLI::App& app, QuantizeFlags& f) {
                   "float checkpoint (.safetensors), or a preset for random weights")
       ->required();
   cmd->add_option("--arch", f.arch, "architecture preset for a bare checkpoint");
-  cmd->add_option("--method", f.method, "calibration: minmax (input min/max) or percentile")
-      ->check(CLI::IsMember({"minmax", "percentile"}));
+  cmd->add_option("--method", f.method,
+                  "calibration: minmax (input min/max), percentile, or liu2021 (Liu et al. 2021: "
+                  "similarity-aware search of weight and activation scales, bias correction)")
+      ->check(CLI::IsMember({"minmax", "percentile", "liu2021"}));
+  cmd->add_option("--candidates", f.search_candidates,
+                  "liu2021: grid points per scale search, on [0.5, 1.2] x the initial scale")
+      ->check(CLI::Range(2, 1000));
+  cmd->add_option("--rounds", f.search_rounds, "liu2021: most alternations of the two searches")
+      ->check(CLI::Range(1, 100));
+  cmd->add_flag("--no-bias-correction", f.no_bias_correction, "liu2021: keep the float biases");
   cmd->add_option("--percentile", f.percentile,
                   "central percent of inputs kept by --method percentile")
       ->check(CLI::Range(50.0, 100.0));
@@ -55,6 +63,9 @@ int RunQuantize(const QuantizeFlags& f) {
   if (!config.ok()) return Fail(config.status());
   quant::PtqOptions o;
   o.method = f.method;
+  o.search_candidates = f.search_candidates;
+  o.search_rounds = f.search_rounds;
+  o.bias_correction = !f.no_bias_correction;
   o.percentile = f.percentile;
   o.bits.all = {f.wbits, f.abits};
   if (!f.profile.empty()) {

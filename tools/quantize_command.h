@@ -16,6 +16,9 @@ struct QuantizeFlags {
   std::string profile;
   std::string calib = "fashion-mnist:train:512";
   uint64_t seed = 0;
+  int search_candidates = 20;
+  int search_rounds = 3;
+  bool no_bias_correction = false;
   std::string output;
 };
 
