@@ -375,6 +375,8 @@ CLI::App* AddFeedbackCommand(CLI::App& app, FeedbackFlags& flags) {
       "feedback",
       "Send the true label of an answered request (its response id) to the server, "
       "for the labeled accuracy of the variant that answered it");
+  // Accepted so that feedback reads like classify; the request id alone names the answer.
+  command->add_option("--model,-m", flags.model, "model of the request (informational)");
   command
       ->add_option("--request-id", flags.request_id,
                    "id from the response (vitq-client classify prints it)")

@@ -48,6 +48,7 @@ struct AdminFlags {
 
 struct FeedbackFlags {
   ConnectionFlags connection;
+  std::string model;  // not sent: FeedbackRequest has no model field
   std::string request_id, label;
   int64_t timeout_ms = 0;
 };
