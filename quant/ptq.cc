@@ -272,6 +272,7 @@ absl::StatusOr<PtqResult> QuantizeCheckpoint(const std::string& model_path,
         bias.assign(b.data(), b.data() + b.numel());
       }
       const RangeObserver& obs = *observers.at(layer);
+      if (obs.row_len() == 0) continue;  // never ran: keep the plain calibration
       LinearChoice c = SearchLinear(layer, obs.rows(), obs.row_len(), w, std::move(bias), obs,
                                     o.bits.For(layer), o);
       spec.act = c.act;
