@@ -3,6 +3,8 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cmath>
+#include <fstream>
+#include <sstream>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -32,6 +34,20 @@ absl::StatusOr<QuantSpec> ParseAttention(const SafetensorsFile& f, const std::st
   spec.attn.q_scale = j["q_scale"].get<float>();
   spec.attn.k_scale = j["k_scale"].get<float>();
   spec.attn.v_scale = j["v_scale"].get<float>();
+  if (j.contains("probs_scale")) {
+    if (!j["probs_scale"].is_number() || !(j["probs_scale"].get<float>() > 0))
+      return LayerError(f, layer, "'probs_scale' must be a positive number");
+    spec.attn.probs_scale = j["probs_scale"].get<float>();
+  }
+  if (j.contains("qk_norm")) {  // Q-ViT rectification: tensors taken when the model is built
+    if (!j["qk_norm"].is_boolean()) return LayerError(f, layer, "'qk_norm' must be true or false");
+    spec.attn.rectify = j["qk_norm"].get<bool>();
+    if (spec.attn.rectify) {
+      if (!j.contains("qk_norm_eps") || !j["qk_norm_eps"].is_number())
+        return LayerError(f, layer, "'qk_norm' needs the number 'qk_norm_eps'");
+      spec.attn.rectify_eps = j["qk_norm_eps"].get<float>();
+    }
+  }
   if (absl::Status s = ValidateSpec(spec); !s.ok())
     return LayerError(f, layer, std::string(s.message()));
   return spec;
@@ -61,6 +77,55 @@ absl::StatusOr<QuantSpec> ParseLayer(const SafetensorsFile& f, const std::string
 }
 
 }  // namespace
+
+std::string ArtifactLayersJson(const std::map<std::string, QuantSpec>& layers) {
+  nlohmann::ordered_json j = nlohmann::ordered_json::object();
+  for (const auto& [name, s] : layers) {
+    if (s.is_attention) {
+      const QuantSpec::Attention& a = s.attn;
+      j[name] = {{"precision", "int8"}, {"kind", "attention"}, {"qkv_bits", a.qkv_bits},
+                 {"probs_bits", a.probs_bits}, {"q_scale", a.q_scale},
+                 {"k_scale", a.k_scale}, {"v_scale", a.v_scale}};
+      if (a.probs_scale > 0) j[name]["probs_scale"] = a.probs_scale;
+      if (a.rectify) {
+        j[name]["qk_norm"] = true;
+        j[name]["qk_norm_eps"] = a.rectify_eps;
+      }
+      continue;
+    }
+    j[name] = {{"precision", "int8"},      {"weight_bits", s.weight_bits},
+               {"act_bits", s.act.bits},   {"granularity", "per_channel"},
+               {"act_scale", s.act.scale}, {"act_zero_point", s.act.zero_point}};
+  }
+  return j.dump();
+}
+
+void AddQuantizedWeight(SafetensorsWriter& writer, const std::string& layer,
+                        const WeightQuant& weight) {
+  const int64_t n = weight.rows;
+  const std::vector<uint8_t> packed = PackRows(weight.values, n, weight.cols, weight.bits);
+  writer.Add(layer + ".weight_q", DType::kU8, {n, static_cast<int64_t>(packed.size()) / n},
+             packed);
+  writer.Add(layer + ".weight_scale", DType::kF32, {n},
+             {reinterpret_cast<const uint8_t*>(weight.scales.data()),
+              weight.scales.size() * sizeof(float)});
+}
+
+void SetArtifactMetadata(SafetensorsWriter& writer, const ModelConfig& config,
+                         const std::map<std::string, QuantSpec>& layers,
+                         const std::string& provenance_json) {
+  writer.SetMetadata("vitq.format", kArtifactFormat);
+  writer.SetMetadata("vitq.format_version", std::to_string(kArtifactVersion));
+  writer.SetMetadata("vitq.card", ModelConfigToYaml(config));
+  writer.SetMetadata("vitq.layers", ArtifactLayersJson(layers));
+  writer.SetMetadata("vitq.quantization", provenance_json);
+  if (!config.labels_path.empty()) {  // the artifact carries its class names
+    std::ifstream labels(config.labels_path);
+    std::stringstream text;
+    text << labels.rdbuf();
+    if (labels) writer.SetMetadata("vitq.labels", text.str());
+  }
+}
 
 bool IsQuantizedArtifact(const SafetensorsFile& file) {
   auto it = file.metadata().find("vitq.format");

@@ -7,7 +7,8 @@
 //   vitq.layers          JSON {layer: {precision, weight_bits, act_bits, granularity,
 //                               act_scale, act_zero_point}} for every quantized Linear and
 //                        {precision, kind: "attention", qkv_bits, probs_bits, q_scale, k_scale,
-//                               v_scale} for every integer attention ("<block>.attn.matmul")
+//                               v_scale[, probs_scale][, qk_norm, qk_norm_eps]} for every
+//                        integer attention ("<block>.attn.matmul")
 //   vitq.quantization    JSON: method, settings, calibration provenance, tool, accuracy
 //   vitq.labels          class names, one per line (optional)
 // A quantized layer L stores L.weight_q (U8, rows packed separately: [N, ceil(K·bits/8)]) and
@@ -21,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "backends/model_config.h"
 #include "backends/quant_spec.h"
+#include "backends/quantize.h"
 #include "backends/safetensors.h"
 
 namespace vitq {
@@ -46,6 +48,20 @@ absl::StatusOr<ArtifactInfo> ReadArtifactInfo(const SafetensorsFile& file);
 absl::StatusOr<Tensor> ReadQuantizedWeight(const SafetensorsFile& file, const std::string& layer,
                                            int bits, const Shape& expected,
                                            std::vector<float>& scales);
+
+// The vitq.layers metadata value for `layers` (the inverse of what ReadArtifactInfo parses).
+std::string ArtifactLayersJson(const std::map<std::string, QuantSpec>& layers);
+
+// Adds integer layer `layer`'s weight: L.weight_q (codes packed row by row) and L.weight_scale.
+void AddQuantizedWeight(SafetensorsWriter& writer, const std::string& layer,
+                        const WeightQuant& weight);
+
+// Sets the artifact metadata: format and version, the model card of `config`, the layers, the
+// provenance JSON (method, settings, calibration, source, tool, accuracy) and the class names
+// from the card's labels file when it has one.
+void SetArtifactMetadata(SafetensorsWriter& writer, const ModelConfig& config,
+                         const std::map<std::string, QuantSpec>& layers,
+                         const std::string& provenance_json);
 
 // Packs (N, K) codes row by row: [N, ceil(K·bits/8)].
 std::vector<uint8_t> PackRows(const std::vector<int8_t>& values, int64_t rows, int64_t cols,

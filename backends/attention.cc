@@ -6,10 +6,12 @@
 #include <tuple>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "backends/bf16.h"
 #include "backends/dnnl_util.h"
 #include "backends/ops.h"
 #include "backends/quantize.h"
+#include "backends/status_macros.h"
 #include "backends/tensor.h"
 
 namespace vitq {
@@ -145,20 +147,57 @@ void MergeHeads(const float* heads_out, int64_t groups, int64_t tokens, int64_t 
   }
 }
 
-// Softmax outputs lie in [0, 1]: unsigned codes with scale 1/(2^bits − 1), zero point 0.
-ActQuant ProbsQuant(int bits) {
+// Softmax outputs lie in [0, 1]: unsigned codes, zero point 0, scale 1/(2^bits − 1) unless a
+// (learned) smaller scale clips the rare large probabilities for finer small ones.
+ActQuant ProbsQuant(const QuantSpec::Attention& a) {
   ActQuant p;
-  p.bits = bits;
-  p.scale = 1.0f / static_cast<float>((1 << bits) - 1);
+  p.bits = a.probs_bits;
+  p.scale = a.ProbsScale();
   p.zero_point = 0;
   return p;
+}
+
+// One head's channels x[0..d) → (x − mean) / sqrt(var + eps) · weight + bias (biased variance,
+// as LayerNorm computes it).
+void RectifyHead(const float* x, int64_t d, float eps, const float* weight, const float* bias,
+                 float* out) {
+  float mean = 0;
+  for (int64_t j = 0; j < d; ++j) mean += x[j];
+  mean /= static_cast<float>(d);
+  float var = 0;
+  for (int64_t j = 0; j < d; ++j) var += (x[j] - mean) * (x[j] - mean);
+  const float inv = 1.0f / std::sqrt(var / static_cast<float>(d) + eps);
+  for (int64_t j = 0; j < d; ++j) out[j] = (x[j] - mean) * inv * weight[j] + bias[j];
+}
+
+// Copies qkv (rows, 3·C) with the q and k parts rectified per head (Q-ViT's IRM); v unchanged.
+void RectifyQk(const float* qkv, int64_t rows, int64_t heads, int64_t d,
+               const QuantSpec::Attention& a, float* out) {
+  const int64_t c = heads * d;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* src = qkv + r * 3 * c;
+    float* dst = out + r * 3 * c;
+    for (int64_t h = 0; h < heads; ++h) {
+      const int64_t o = h * d;
+      RectifyHead(src + o, d, a.rectify_eps, &a.q_norm_weight[o], &a.q_norm_bias[o], dst + o);
+      RectifyHead(src + c + o, d, a.rectify_eps, &a.k_norm_weight[o], &a.k_norm_bias[o],
+                  dst + c + o);
+    }
+    std::copy(src + 2 * c, src + 3 * c, dst + 2 * c);
+  }
 }
 
 }  // namespace
 
 void AttentionCore::Forward(const float* qkv, int64_t groups, int64_t tokens, const float* bias,
                             int64_t bias_groups, float* out) const {
-  thread_local std::vector<float> scores_buf, heads_buf;
+  thread_local std::vector<float> scores_buf, heads_buf, rectified_buf;
+  if (spec_.attn.rectify) {
+    float* rectified = Scratch(rectified_buf, groups * tokens * 3 * num_heads_ * head_dim_);
+    RectifyQk(qkv, groups * tokens, num_heads_, head_dim_, spec_.attn, rectified);
+    qkv = rectified;
+  }
   const int64_t gh = groups * num_heads_;
   const int64_t qkv_count = gh * tokens * head_dim_;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim_));
@@ -198,7 +237,7 @@ void AttentionCore::Forward(const float* qkv, int64_t groups, int64_t tokens, co
     GetBatchedMatmul(gh, tokens, head_dim_, tokens, true, dt::f32).Run(q, q + qkv_count, scores);
     SoftmaxRows(scores, gh * tokens, tokens, bias, bias_rows);
     if (fake) {
-      const ActQuant p = ProbsQuant(spec_.attn.probs_bits);
+      const ActQuant p = ProbsQuant(spec_.attn);
       FakeQuantActivations(scores, gh * tokens * tokens, p, scores);
     }
     GetBatchedMatmul(gh, tokens, tokens, head_dim_, false, dt::f32)
@@ -216,7 +255,33 @@ absl::StatusOr<AttentionCore> AttentionCore::Create(const std::string& name, int
   if (absl::Status s = ValidateSpec(spec); !s.ok()) {
     return absl::InvalidArgumentError(name + ": " + std::string(s.message()));
   }
+  const size_t per_head = static_cast<size_t>(num_heads * head_dim);
+  const QuantSpec::Attention& a = spec.attn;
+  if (a.rectify && (a.q_norm_weight.size() != per_head || a.q_norm_bias.size() != per_head ||
+                    a.k_norm_weight.size() != per_head || a.k_norm_bias.size() != per_head)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": rectification needs q/k norm weight and bias of ", num_heads, "×",
+                     head_dim, " values"));
+  }
   return AttentionCore(num_heads, head_dim, std::move(spec));
+}
+
+absl::StatusOr<AttentionCore> AttentionCore::Load(WeightStore& store, const std::string& prefix,
+                                                  int64_t num_heads, int64_t head_dim,
+                                                  QuantSpec spec) {
+  if (spec.is_attention && spec.attn.rectify) {
+    const Shape shape = {num_heads, head_dim};
+    auto take = [&](const char* name, std::vector<float>& into) -> absl::Status {
+      VITQ_ASSIGN_OR_RETURN(Tensor t, store.Take(prefix + name, shape));
+      into.assign(t.data(), t.data() + t.numel());
+      return absl::OkStatus();
+    };
+    VITQ_RETURN_IF_ERROR(take("q_norm.weight", spec.attn.q_norm_weight));
+    VITQ_RETURN_IF_ERROR(take("q_norm.bias", spec.attn.q_norm_bias));
+    VITQ_RETURN_IF_ERROR(take("k_norm.weight", spec.attn.k_norm_weight));
+    VITQ_RETURN_IF_ERROR(take("k_norm.bias", spec.attn.k_norm_bias));
+  }
+  return Create(prefix + "matmul", num_heads, head_dim, std::move(spec));
 }
 
 // q·kᵀ on s8×s8 and softmax·v on u8×s8, the dequantization scales fixed in each primitive.
@@ -234,7 +299,7 @@ void AttentionCore::ForwardInteger(const float* qkv, int64_t groups, int64_t tok
   GetBatchedMatmul(
       MatmulKey{gh, tokens, head_dim_, tokens, true, dt::s8, dt::s8, a.q_scale * a.k_scale})
       .Run(q8, q8 + count, scores);
-  const ActQuant p = ProbsQuant(a.probs_bits);
+  const ActQuant p = ProbsQuant(a);
   uint8_t* probs = Scratch(probs8_buf, gh * tokens * tokens);
   SoftmaxRowsToCodes(scores, probs, gh * tokens, tokens, 1.0f / p.scale,
                      static_cast<float>(p.qmax()), bias, bias_rows);
@@ -247,7 +312,7 @@ std::string AttentionCore::Describe(int64_t groups, int64_t tokens) const {
   const int64_t gh = groups * num_heads_;
   if (spec_.precision == Precision::kInt8 && !spec_.fake_quant) {
     const QuantSpec::Attention& a = spec_.attn;
-    const float probs_scale = ProbsQuant(a.probs_bits).scale;
+    const float probs_scale = a.ProbsScale();
     MatmulKey qk{gh, tokens, head_dim_, tokens, true, dt::s8, dt::s8, a.q_scale * a.k_scale};
     MatmulKey pv{gh, tokens, tokens, head_dim_, false, dt::u8, dt::s8, probs_scale * a.v_scale};
     return dnnl_util::ImplName(GetBatchedMatmul(qk).pd) + " | " +

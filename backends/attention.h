@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "backends/quant_spec.h"
+#include "backends/weight_store.h"
 
 namespace vitq {
 
@@ -27,6 +28,11 @@ class AttentionCore {
   //       channel order [q | k | v], each [head][head_dim].
   // bias: (bias_groups, heads, tokens, tokens) or null; group g adds bias[g % bias_groups].
   // out:  (groups, tokens, C), heads concatenated.
+  // Create() after taking the Q-ViT rectification tensors `<prefix>q_norm.weight` ... from
+  // `store` when the spec asks for them; `prefix` is "<block>.attn.".
+  static absl::StatusOr<AttentionCore> Load(WeightStore& store, const std::string& prefix,
+                                            int64_t num_heads, int64_t head_dim, QuantSpec spec);
+
   void Forward(const float* qkv, int64_t groups, int64_t tokens, const float* bias,
                int64_t bias_groups, float* out) const;
 

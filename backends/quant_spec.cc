@@ -47,6 +47,14 @@ absl::Status ValidateAttentionSpec(const QuantSpec::Attention& a) {
           absl::StrCat("attention q/k/v scale must be positive and finite, got ", s));
     }
   }
+  if (!(a.probs_scale >= 0) || !std::isfinite(a.probs_scale)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("attention probs_scale must be positive and finite, got ", a.probs_scale));
+  }
+  if (!(a.rectify_eps > 0) || !std::isfinite(a.rectify_eps)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("attention rectification eps must be positive, got ", a.rectify_eps));
+  }
   return absl::OkStatus();
 }
 

@@ -39,11 +39,23 @@ struct QuantSpec {
 
   // Attention matmuls (layer "<block>.attn.matmul") at kInt8: q (already × 1/√d), k and v
   // quantized symmetric per tensor to `qkv_bits`, the softmax output unsigned to `probs_bits`
-  // with scale 1/(2^probs_bits − 1); QKᵀ and softmax·V run on integer operands.
+  // with scale `probs_scale` (default 1/(2^probs_bits − 1), the whole [0, 1]); QKᵀ and
+  // softmax·V run on integer operands.
   struct Attention {
     int qkv_bits = 8;
     int probs_bits = 8;
     float q_scale = 0, k_scale = 0, v_scale = 0;
+    float probs_scale = 0;  // 0: 1/(2^probs_bits − 1); a learned (Q-ViT) scale clips large probs
+    // Q-ViT's information rectification (IRM) of q and k before they are quantized: per token
+    // and head, (x − mean) / sqrt(var + eps) over the head's channels, then × weight + bias
+    // (per head and channel, [heads·head_dim] row-major; artifact tensors
+    // <block>.attn.{q,k}_norm.{weight,bias} of shape [heads, head_dim]).
+    bool rectify = false;
+    float rectify_eps = 1e-5f;
+    std::vector<float> q_norm_weight, q_norm_bias, k_norm_weight, k_norm_bias;
+    float ProbsScale() const {
+      return probs_scale > 0 ? probs_scale : 1.0f / static_cast<float>((1 << probs_bits) - 1);
+    }
   };
   bool is_attention = false;
   Attention attn;

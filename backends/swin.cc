@@ -155,7 +155,7 @@ absl::StatusOr<std::unique_ptr<Model>> Swin::Create(const ModelConfig& c, Weight
       VITQ_ASSIGN_OR_RETURN(b.norm1, LayerNorm::Create(store, p + "norm1", dim, c.layer_norm_eps));
       VITQ_ASSIGN_OR_RETURN(b.qkv,
                             LoadLinear(store, p + "attn.qkv", dim, 3 * dim, c.qkv_bias, plan));
-      VITQ_ASSIGN_OR_RETURN(b.attn, AttentionCore::Create(p + "attn.matmul", heads, dim / heads,
+      VITQ_ASSIGN_OR_RETURN(b.attn, AttentionCore::Load(store, p + "attn.", heads, dim / heads,
                                                           plan(p + "attn.matmul")));
       VITQ_ASSIGN_OR_RETURN(b.proj, LoadLinear(store, p + "attn.proj", dim, dim, true, plan));
       VITQ_ASSIGN_OR_RETURN(b.norm2, LayerNorm::Create(store, p + "norm2", dim, c.layer_norm_eps));

@@ -67,23 +67,6 @@ Tensor Slice(const Tensor& images, int64_t begin, int64_t count) {
   return out;
 }
 
-std::string LayersJson(const std::map<std::string, QuantSpec>& layers) {
-  nlohmann::ordered_json j = nlohmann::ordered_json::object();
-  for (const auto& [name, s] : layers) {
-    if (s.is_attention) {
-      j[name] = {{"precision", "int8"},         {"kind", "attention"},
-                 {"qkv_bits", s.attn.qkv_bits}, {"probs_bits", s.attn.probs_bits},
-                 {"q_scale", s.attn.q_scale},   {"k_scale", s.attn.k_scale},
-                 {"v_scale", s.attn.v_scale}};
-      continue;
-    }
-    j[name] = {{"precision", "int8"},      {"weight_bits", s.weight_bits},
-               {"act_bits", s.act.bits},   {"granularity", "per_channel"},
-               {"act_scale", s.act.scale}, {"act_zero_point", s.act.zero_point}};
-  }
-  return j.dump();
-}
-
 // Outputs x·wᵀ + b of `m` rows, with w (n, k) given dequantized.
 std::vector<float> LinearOutputs(const std::vector<float>& x, int64_t m, int64_t k,
                                  const std::vector<float>& w, int64_t n,
@@ -301,12 +284,7 @@ absl::StatusOr<PtqResult> QuantizeCheckpoint(const std::string& model_path,
                               ? QuantizeWeights(t.data(), n, k, q->second.weight_bits)
                               : QuantizeWeightsWithScales(t.data(), n, k, q->second.weight_bits,
                                                           chosen->second.weight_scales);
-    const std::vector<uint8_t> packed = PackRows(w.values, n, k, w.bits);
-    writer.Add(layer + ".weight_q", DType::kU8, {n, static_cast<int64_t>(packed.size()) / n},
-               packed);
-    writer.Add(
-        layer + ".weight_scale", DType::kF32, {n},
-        {reinterpret_cast<const uint8_t*>(w.scales.data()), w.scales.size() * sizeof(float)});
+    AddQuantizedWeight(writer, layer, w);
   }
   nlohmann::ordered_json provenance = {
       {"method", o.method},
@@ -321,17 +299,7 @@ absl::StatusOr<PtqResult> QuantizeCheckpoint(const std::string& model_path,
       {"calibration", {{"data", o.calib_spec}, {"count", calib.dim(0)}, {"seed", o.seed}}},
       {"source", model_path},
       {"tool", "vitq quantize 0.1"}};
-  writer.SetMetadata("vitq.format", kArtifactFormat);
-  writer.SetMetadata("vitq.format_version", std::to_string(kArtifactVersion));
-  writer.SetMetadata("vitq.card", ModelConfigToYaml(config));
-  writer.SetMetadata("vitq.layers", LayersJson(result.layers));
-  writer.SetMetadata("vitq.quantization", provenance.dump());
-  if (!config.labels_path.empty()) {  // the artifact carries its class names
-    std::ifstream labels(config.labels_path);
-    std::stringstream text;
-    text << labels.rdbuf();
-    if (labels) writer.SetMetadata("vitq.labels", text.str());
-  }
+  SetArtifactMetadata(writer, config, result.layers, provenance.dump());
   VITQ_RETURN_IF_ERROR(writer.WriteFile(output));
   return result;
 }

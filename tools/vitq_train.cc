@@ -6,9 +6,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <numeric>
 #include <sstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -16,6 +18,7 @@
 #include "backends/safetensors.h"
 #include "preprocessing/dataset.h"
 #include "training/export.h"
+#include "training/qat.h"
 #include "training/nets.h"
 #include "training/trainer.h"
 
@@ -35,18 +38,14 @@ struct CommonFlags {
   TrainOptions options;
 };
 
-void AddCommon(CLI::App* app, CommonFlags& f) {
-  TrainOptions& o = f.options;
-  app->add_option("--card", f.card,
-                  "model card (YAML): architecture and preprocessing (docs/FORMAT.md)")
-      ->required()
-      ->check(CLI::ExistingFile);
-  app->add_option("--output,-o", f.out_dir,
-                  "output folder: checkpoint.pt, train.log, exported model")
-      ->required();
+void AddData(CLI::App* app, CommonFlags& f) {
   app->add_option("--train-data", f.train_data,
                   "training data spec (fashion-mnist:train[:N], idx:IMAGES,LABELS)");
   app->add_option("--test-data", f.test_data, "evaluation data spec, evaluated after every epoch");
+}
+
+// Schedule, augmentation and resume options shared by fit, teacher and qat.
+void AddSchedule(CLI::App* app, TrainOptions& o) {
   app->add_option("--epochs", o.epochs, "epochs")->check(CLI::Range(1, 10000));
   app->add_option("--batch", o.batch_size, "batch size")->check(CLI::Range(1, 65536));
   app->add_option("--lr", o.lr, "peak learning rate (AdamW)");
@@ -67,6 +66,20 @@ void AddCommon(CLI::App* app, CommonFlags& f) {
   app->add_option(
       "--max-epochs-this-run", o.max_epochs_this_run,
       "stop after this many epochs (time-boxed sessions); continue later with --resume");
+  app->add_option("--max-steps", o.max_steps_per_epoch,
+                  "end every epoch after this many steps (smoke runs; 0: whole epochs)");
+}
+
+void AddCommon(CLI::App* app, CommonFlags& f) {
+  app->add_option("--card", f.card,
+                  "model card (YAML): architecture and preprocessing (docs/FORMAT.md)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  app->add_option("--output,-o", f.out_dir,
+                  "output folder: checkpoint.pt, train.log, exported model")
+      ->required();
+  AddData(app, f);
+  AddSchedule(app, f.options);
 }
 
 absl::StatusOr<std::string> ReadText(const std::string& path) {
@@ -233,6 +246,158 @@ int RunPredict(const std::string& model_path, const std::string& data_spec,
   return 0;
 }
 
+// What the QAT run is called in the artifact: Q-ViT with all parts, else LSQ plus the parts.
+std::string QatMethodName(const QatOptions& o) {
+  if (o.rectify && o.dgd && o.distill) return "qvit";
+  std::string name = "lsq";
+  if (o.rectify) name += "+irm";
+  if (o.dgd) name += "+dgd";
+  if (o.distill) name += "+distill";
+  return name;
+}
+
+struct QatFlags {
+  std::string model, output, work_dir;
+  CommonFlags data;
+  QatOptions options;
+  int64_t verify_images = 10000;
+};
+
+std::string QatProvenance(const QatFlags& f, const TrainResult& r, const Agreement* agreement,
+                          const std::string& command) {
+  const QatOptions& o = f.options;
+  const TrainOptions& t = o.train;
+  nlohmann::ordered_json j = {
+      {"method", QatMethodName(o)},
+      {"settings",
+       {{"weight_bits", o.bits.weight_bits},
+        {"act_bits", o.bits.act_bits},
+        {"edge_bits", o.edge.weight_bits},
+        {"irm", o.rectify},
+        {"dgd", o.dgd},
+        {"distill", o.distill},
+        {"dgd_weight", o.dgd_weight},
+        {"epochs", r.epochs_done},
+        {"batch", t.batch_size},
+        {"lr", t.lr},
+        {"optimizer", "adamw"},
+        {"command", command}}},
+      {"calibration", {{"data", f.data.train_data}, {"count", -1}, {"seed", t.seed}}},
+      {"source", f.model},
+      {"tool", "vitq-train qat 0.1"},
+      {"accuracy",
+       {{"data", f.data.test_data},
+        {"fake_quant_top1", r.test_top1},
+        {"wall_time_min", r.wall_time_s / 60}}}};
+  if (agreement) {
+    j["accuracy"]["served_top1"] = agreement->engine_top1;
+    j["accuracy"]["served_vs_fake_quant_top1_agreement"] = agreement->top1_agreement;
+    j["accuracy"]["verified_images"] = agreement->images;
+  }
+  return j.dump();
+}
+
+int RunQat(QatFlags& f, const std::string& command) {
+  QatOptions& o = f.options;
+  auto models = MakeQatModels(f.model, o);
+  if (!models.ok()) return Fail(models.status());
+  const ModelConfig& c = models->config;
+  auto train = data::LoadDataset(f.data.train_data);
+  if (!train.ok()) return Fail(train.status());
+  auto test = data::LoadDataset(f.data.test_data);
+  if (!test.ok()) return Fail(test.status());
+  if (train->height != c.img_size || train->width != c.img_size || c.in_chans != 1) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+        "dataset images are ", train->height, "x", train->width, " grayscale, the model takes ",
+        c.img_size, "x", c.img_size, " with ", c.in_chans, " channel(s)")));
+  }
+  if (f.work_dir.empty()) {
+    const std::string stem = absl::EndsWith(f.output, ".safetensors")
+                                 ? f.output.substr(0, f.output.size() - 12)
+                                 : f.output;
+    f.work_dir = stem + ".qat";
+  }
+  o.train.out_dir = f.work_dir;
+  o.train.log_prefix = absl::StrCat(c.name, " ", QatMethodName(o), " W", o.bits.weight_bits, "A",
+                                    o.bits.act_bits);
+  std::fprintf(stderr, "%s: teacher (float) test top1 %.4f\n", c.name.c_str(),
+               Evaluate(*models->teacher, *test, c.preprocess.mean[0], c.preprocess.std[0]));
+  auto result = TrainQat(*models, *train, *test, o);
+  if (!result.ok()) return Fail(result.status());
+  if (result->epochs_done < o.train.epochs) {
+    std::printf("stopped after epoch %d of %d; continue with --resume\n", result->epochs_done,
+                o.train.epochs);
+    return 0;
+  }
+  Classifier& student = *models->student;
+  if (absl::Status s = ExportQatArtifact(student, c, QatProvenance(f, *result, nullptr, command),
+                                         f.output);
+      !s.ok())
+    return Fail(s);
+  auto agreement = CompareWithEngine(student, c, f.output, *test, f.verify_images);
+  if (!agreement.ok()) return Fail(agreement.status());
+  // Rewritten with what the engine measured on the exported file.
+  if (absl::Status s = ExportQatArtifact(
+          student, c, QatProvenance(f, *result, &*agreement, command), f.output);
+      !s.ok())
+    return Fail(s);
+  std::printf(
+      "fake_quant_top1=%.4f served_top1=%.4f top1_agreement=%.4f (%lld images, min logit "
+      "cosine %.5f) epochs=%d wall_time_min=%.1f\nexported %s\n",
+      result->test_top1, agreement->engine_top1, agreement->top1_agreement,
+      static_cast<long long>(agreement->images), agreement->min_cosine, result->epochs_done,
+      result->wall_time_s / 60, f.output.c_str());
+  if (agreement->top1_agreement < 0.995) {
+    std::fprintf(stderr,
+                 "vitq-train: warning: the served artifact agrees with the trained model on only "
+                 "%.2f%% of the images (expected >= 99.5%%)\n",
+                 100 * agreement->top1_agreement);
+  }
+  return 0;
+}
+
+void AddQat(CLI::App* app, QatFlags& f) {
+  QatOptions& o = f.options;
+  TrainOptions& t = o.train;
+  // QAT fine-tunes a trained model: a short, gentle schedule (docs/RESULTS.md, Q-ViT).
+  t.epochs = 3;
+  t.batch_size = 64;
+  t.lr = 2e-4;
+  t.min_lr = 1e-6;
+  t.warmup_epochs = 0.1;
+  t.weight_decay = 0.0;
+  t.label_smoothing = 0.0;
+  app->add_option("--model,-m", f.model,
+                  "float checkpoint (.safetensors with its .yaml card beside it): the start "
+                  "point and the teacher")
+      ->required()
+      ->check(CLI::ExistingFile);
+  app->add_option("--output,-o", f.output, "quantized artifact to write (.safetensors)")
+      ->required();
+  app->add_option("--work-dir", f.work_dir,
+                  "checkpoint.pt and train.log (default: OUTPUT without .safetensors + .qat)");
+  app->add_option("--wbits", o.bits.weight_bits, "weight bits of the blocks' Linears")
+      ->check(CLI::IsMember({2, 3, 4, 8}));
+  app->add_option("--abits", o.bits.act_bits,
+                  "activation bits: Linear inputs, q, k, v and the softmax output")
+      ->check(CLI::Range(2, 8));
+  app->add_option("--edge-bits", o.edge.weight_bits,
+                  "weight and activation bits of the patch embedding and the heads")
+      ->check(CLI::IsMember({2, 3, 4, 8}))
+      ->each([&o](const std::string&) { o.edge.act_bits = o.edge.weight_bits; });
+  app->add_flag("!--no-irm", o.rectify, "no Information Rectification Module on q and k");
+  app->add_flag("!--no-dgd", o.dgd, "no Distribution-Guided Distillation loss");
+  app->add_flag("!--no-distill", o.distill,
+                "class loss on the labels only (no teacher labels)");
+  app->add_option("--dgd-weight", o.dgd_weight, "weight of the DGD loss")
+      ->check(CLI::NonNegativeNumber);
+  app->add_option("--verify-images", f.verify_images,
+                  "test images on which the served artifact is compared with the trained model")
+      ->check(CLI::NonNegativeNumber);
+  AddData(app, f.data);
+  AddSchedule(app, t);
+}
+
 }  // namespace
 }  // namespace vitq::training
 
@@ -271,7 +436,14 @@ int main(int argc, char** argv) {
       ->add_option("--output,-o", predict_out,
                    "safetensors with tensors logits [N, classes] and labels [N]")
       ->required();
+  QatFlags qat_flags;
+  CLI::App* qat = app.add_subcommand(
+      "qat",
+      "Q-ViT quantization-aware training of a float checkpoint (LSQ/LSQ+ quantizers, IRM, DGD); "
+      "exports a quantized artifact and checks it on the integer engine");
+  AddQat(qat, qat_flags);
   CLI11_PARSE(app, argc, argv);
+  if (*qat) return RunQat(qat_flags, CommandLine(argc, argv));
   if (*predict) return RunPredict(predict_model, predict_data, predict_out);
   if (*fit) return RunFit(fit_flags, name, teacher_path, CommandLine(argc, argv));
   return RunTeacher(teacher_flags);

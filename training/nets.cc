@@ -17,8 +17,8 @@ void TruncNormal(torch::Tensor& t, double std) {
 }
 
 // Linear with timm's init: trunc-normal(0.02) weight, zero bias.
-nn::Linear MakeLinear(int64_t in, int64_t out, bool bias = true) {
-  nn::Linear l(nn::LinearOptions(in, out).bias(bias));
+QLinear MakeLinear(int64_t in, int64_t out, bool bias = true) {
+  QLinear l(in, out, bias);
   TruncNormal(l->weight, 0.02);
   if (bias) nn::init::zeros_(l->bias);
   return l;
@@ -34,38 +34,12 @@ class MlpImpl : public nn::Module {
       : fc1(register_module("fc1", MakeLinear(dim, hidden))),
         fc2(register_module("fc2", MakeLinear(hidden, dim))) {}
   torch::Tensor forward(const torch::Tensor& x) { return fc2(torch::gelu(fc1(x))); }
-  nn::Linear fc1, fc2;
+  QLinear fc1, fc2;
 };
 TORCH_MODULE(Mlp);
 
 // ---- DeiT ---------------------------------------------------------------------------
 
-class AttentionImpl : public nn::Module {
- public:
-  AttentionImpl(int64_t dim, int64_t heads, bool qkv_bias)
-      : heads_(heads),
-        qkv(register_module("qkv", MakeLinear(dim, 3 * dim, qkv_bias))),
-        proj(register_module("proj", MakeLinear(dim, dim))) {}
-
-  // x: (B, N, C), bias: (heads, N, N) or (B/nW·..) broadcastable, may be undefined.
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& bias = {}) {
-    const int64_t b = x.size(0), n = x.size(1), c = x.size(2), d = c / heads_;
-    auto qkv_t = qkv(x).reshape({b, n, 3, heads_, d}).permute({2, 0, 3, 1, 4});  // (3, B, H, N, d)
-    auto q = qkv_t[0] * (1.0 / std::sqrt(static_cast<double>(d)));
-    auto attn = torch::matmul(q, qkv_t[1].transpose(-2, -1));  // (B, H, N, N)
-    if (bias.defined()) attn = attn + bias;
-    attn = torch::softmax(attn, -1);
-    auto out = torch::matmul(attn, qkv_t[2]).transpose(1, 2).reshape({b, n, c});
-    return proj(out);
-  }
-
- private:
-  int64_t heads_;
-
- public:
-  nn::Linear qkv, proj;
-};
-TORCH_MODULE(Attention);
 
 class BlockImpl : public nn::Module {
  public:
@@ -88,8 +62,7 @@ TORCH_MODULE(Block);
 class PatchEmbedImpl : public nn::Module {
  public:
   PatchEmbedImpl(int64_t in_chans, int64_t dim, int64_t patch, bool with_norm, double eps)
-      : proj(register_module("proj",
-                             nn::Conv2d(nn::Conv2dOptions(in_chans, dim, patch).stride(patch)))) {
+      : proj(register_module("proj", QLinear(in_chans * patch * patch, dim, true, patch, in_chans))) {
     if (with_norm) norm = register_module("norm", MakeNorm(dim, eps));
   }
   // (B, C, H, W) → (B, H/p, W/p, dim)
@@ -97,7 +70,7 @@ class PatchEmbedImpl : public nn::Module {
     auto y = proj(x).permute({0, 2, 3, 1});
     return norm ? norm(y) : y;
   }
-  nn::Conv2d proj;
+  QLinear proj;
   nn::LayerNorm norm{nullptr};
 };
 TORCH_MODULE(PatchEmbed);
@@ -145,7 +118,7 @@ class DeitNet : public Classifier {
   torch::Tensor cls_token_, dist_token_, pos_embed_;
   nn::ModuleList blocks_{nullptr};
   nn::LayerNorm norm_{nullptr};
-  nn::Linear head_{nullptr}, head_dist_{nullptr};
+  QLinear head_{nullptr}, head_dist_{nullptr};
 };
 
 // ---- Swin ---------------------------------------------------------------------------
@@ -239,7 +212,7 @@ class PatchMergingImpl : public nn::Module {
     return reduction(norm(torch::cat({x0, x1, x2, x3}, -1)));
   }
   nn::LayerNorm norm;
-  nn::Linear reduction;
+  QLinear reduction;
 };
 TORCH_MODULE(PatchMerging);
 
@@ -301,13 +274,109 @@ class SwinNet : public Classifier {
  private:
   struct HeadImpl : nn::Module {
     HeadImpl(int64_t dim, int64_t classes) : fc(register_module("fc", MakeLinear(dim, classes))) {}
-    nn::Linear fc;
+    QLinear fc;
   };
   PatchEmbed patch_embed_{nullptr};
   nn::ModuleList layers_{nullptr};
   nn::LayerNorm norm_{nullptr};
   std::shared_ptr<HeadImpl> head_;
 };
+
+}  // namespace
+
+// ---- quantization-aware layers ----------------------------------------------------------
+
+QLinearImpl::QLinearImpl(int64_t in, int64_t out, bool with_bias, int64_t patch, int64_t in_chans)
+    : patch_(patch) {
+  // nn::Linear / nn::Conv2d's default init (timm re-initialises Linears with MakeLinear).
+  weight = register_parameter("weight", patch > 0 ? torch::empty({out, in_chans, patch, patch})
+                                                  : torch::empty({out, in}));
+  nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
+  if (with_bias) {
+    const double bound = 1.0 / std::sqrt(static_cast<double>(in));
+    bias = register_parameter("bias", torch::empty({out}).uniform_(-bound, bound));
+  }
+}
+
+torch::Tensor QLinearImpl::forward(const torch::Tensor& x) {
+  const torch::Tensor in = quantized() ? input_quant(x) : x;
+  const torch::Tensor w = quantized() ? weight_quant(weight) : weight;
+  if (patch_ > 0) {
+    return torch::nn::functional::conv2d(
+        in, w, torch::nn::functional::Conv2dFuncOptions().bias(bias).stride(patch_));
+  }
+  return torch::nn::functional::linear(in, w, bias);
+}
+
+void QLinearImpl::EnableQuantization(int weight_bits, int act_bits) {
+  weight_quant = register_module("weight_quant", WeightQuantizer(weight.detach(), weight_bits));
+  input_quant = register_module(
+      "input_quant", ActQuantizer(act_bits, ActQuantizerImpl::Mode::kAsymmetric));
+}
+
+AttentionImpl::AttentionImpl(int64_t dim, int64_t heads, bool qkv_bias)
+    : qkv(register_module("qkv", MakeLinear(dim, 3 * dim, qkv_bias))),
+      proj(register_module("proj", MakeLinear(dim, dim))),
+      heads_(heads),
+      head_dim_(dim / heads) {}
+
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& bias) {
+  const int64_t b = x.size(0), n = x.size(1), c = x.size(2), d = head_dim_;
+  auto qkv_t = qkv(x).reshape({b, n, 3, heads_, d}).permute({2, 0, 3, 1, 4});  // (3, B, H, N, d)
+  torch::Tensor q = qkv_t[0], k = qkv_t[1], v = qkv_t[2];
+  if (!q_norm.is_empty()) {
+    q = q_norm(q);
+    k = k_norm(k);
+  }
+  q = q * (1.0 / std::sqrt(static_cast<double>(d)));
+  if (quantized()) {
+    q = q_quant(q);
+    k = k_quant(k);
+    v = v_quant(v);
+  }
+  if (capture_) {
+    capture_->q.push_back(q);
+    capture_->k.push_back(k);
+  }
+  auto attn = torch::matmul(q, k.transpose(-2, -1));  // (B, H, N, N)
+  if (bias.defined()) attn = attn + bias;
+  attn = torch::softmax(attn, -1);
+  if (quantized()) attn = probs_quant(attn);
+  auto out = torch::matmul(attn, v).transpose(1, 2).reshape({b, n, c});
+  return proj(out);
+}
+
+void AttentionImpl::EnableQuantization(int bits, bool rectify) {
+  using Mode = ActQuantizerImpl::Mode;
+  q_quant = register_module("q_quant", ActQuantizer(bits, Mode::kSigned));
+  k_quant = register_module("k_quant", ActQuantizer(bits, Mode::kSigned));
+  v_quant = register_module("v_quant", ActQuantizer(bits, Mode::kSigned));
+  probs_quant = register_module("probs_quant", ActQuantizer(bits, Mode::kUnsigned));
+  if (rectify) {
+    q_norm = register_module("q_norm", Rectifier(heads_, head_dim_));
+    k_norm = register_module("k_norm", Rectifier(heads_, head_dim_));
+  }
+}
+
+void EnableQuantization(Classifier& model, const std::function<QatBits(const std::string&)>& bits,
+                        bool rectify) {
+  for (const auto& item : model.named_modules("", /*include_self=*/false)) {
+    if (auto* linear = dynamic_cast<QLinearImpl*>(item.value().get())) {
+      const QatBits b = bits(item.key());
+      linear->EnableQuantization(b.weight_bits, b.act_bits);
+    } else if (auto* attn = dynamic_cast<AttentionImpl*>(item.value().get())) {
+      attn->EnableQuantization(bits(item.key() + ".matmul").act_bits, rectify);
+    }
+  }
+}
+
+void SetQkCapture(Classifier& model, QkCapture* sink) {
+  for (const auto& m : model.modules(/*include_self=*/false)) {
+    if (auto* attn = dynamic_cast<AttentionImpl*>(m.get())) attn->set_capture(sink);
+  }
+}
+
+namespace {
 
 void AddConvBnRelu(nn::Sequential& seq, int64_t in, int64_t out) {
   seq->push_back(nn::Conv2d(nn::Conv2dOptions(in, out, 3).padding(1).bias(false)));

@@ -62,9 +62,11 @@ torch::Tensor Labels(const data::LabeledImages& d, const int64_t* idx, int64_t n
   return t;
 }
 
-// No weight decay on biases, norms, tokens and position tables (as timm does).
+// No weight decay on biases, norms, tokens and position tables (as timm does), nor on
+// quantizer steps and rectification parameters.
 bool Decays(const std::string& name, const torch::Tensor& p) {
   return p.dim() >= 2 && name.find("token") == std::string::npos &&
+         name.find("_quant.") == std::string::npos && name.find("_norm.") == std::string::npos &&
          name.find("pos_embed") == std::string::npos &&
          name.find("relative_position_bias_table") == std::string::npos;
 }
@@ -184,6 +186,28 @@ absl::StatusOr<TrainResult> Train(Classifier& model, const data::LabeledImages& 
                                   const data::LabeledImages& test, float mean, float std,
                                   const TrainOptions& o,
                                   std::function<torch::Tensor(const torch::Tensor&)> teacher) {
+  // Class loss with label smoothing; with a distillation head, half of it on the teacher's
+  // hard labels (DeiT's hard distillation), or on the true labels without a teacher.
+  const StepLossFn step_loss = [&](const torch::Tensor& x, const torch::Tensor& y) {
+    Logits out = model.Forward(x);
+    torch::Tensor loss = F::cross_entropy(
+        out.logits, y, F::CrossEntropyFuncOptions().label_smoothing(o.label_smoothing));
+    if (out.dist.defined()) {
+      torch::Tensor target = y;
+      if (teacher) {
+        torch::NoGradGuard no_grad;
+        target = teacher(x).argmax(1);
+      }
+      loss = 0.5 * loss + 0.5 * F::cross_entropy(out.dist, target);
+    }
+    return StepOutput{loss, out};
+  };
+  return TrainWithLoss(model, train, test, mean, std, o, step_loss);
+}
+
+absl::StatusOr<TrainResult> TrainWithLoss(Classifier& model, const data::LabeledImages& train,
+                                          const data::LabeledImages& test, float mean, float std,
+                                          const TrainOptions& o, const StepLossFn& step_loss) {
   torch::set_num_threads(o.threads);
   torch::manual_seed(o.seed);
   std::filesystem::create_directories(o.out_dir);
@@ -199,7 +223,8 @@ absl::StatusOr<TrainResult> Train(Classifier& model, const data::LabeledImages& 
   }
   std::ofstream log(o.out_dir + "/train.log", std::ios::app);
   const bool tty = ::isatty(2);
-  const int64_t steps = (train.count + o.batch_size - 1) / o.batch_size;
+  int64_t steps = (train.count + o.batch_size - 1) / o.batch_size;
+  if (o.max_steps_per_epoch > 0) steps = std::min(steps, o.max_steps_per_epoch);
   TrainResult result;
   model.train();
   const int last_epoch = o.max_epochs_this_run > 0
@@ -217,18 +242,7 @@ absl::StatusOr<TrainResult> Train(Classifier& model, const data::LabeledImages& 
       SetLearningRate(*opt, LearningRate(o, epoch - 1 + static_cast<double>(step) / steps));
       auto x = AugmentedBatch(train, order.data() + begin, n, o, mean, std, rng);
       auto y = Labels(train, order.data() + begin, n);
-      Logits out = model.Forward(x);
-      auto ce = F::cross_entropy(out.logits, y,
-                                 F::CrossEntropyFuncOptions().label_smoothing(o.label_smoothing));
-      torch::Tensor loss = ce;
-      if (out.dist.defined()) {
-        torch::Tensor target = y;
-        if (teacher) {
-          torch::NoGradGuard no_grad;
-          target = teacher(x).argmax(1);
-        }
-        loss = 0.5 * ce + 0.5 * F::cross_entropy(out.dist, target);
-      }
+      auto [loss, out] = step_loss(x, y);
       opt->zero_grad();
       loss.backward();
       if (o.clip_grad_norm > 0)
@@ -243,7 +257,7 @@ absl::StatusOr<TrainResult> Train(Classifier& model, const data::LabeledImages& 
         const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
         const double ips = seen / secs;
         const double eta =
-            (steps - step - 1) * o.batch_size / ips + (o.epochs - epoch) * train.count / ips;
+            (steps - step - 1 + (o.epochs - epoch) * steps) * o.batch_size / ips;
         if (tty || step == steps - 1 || step % 100 == 99)
           Progress(o, epoch, step + 1, steps, loss_sum / seen, correct / seen, ips, eta, tty);
       }

@@ -39,6 +39,7 @@ struct TrainOptions {
   bool resume = false;
   int max_epochs_this_run = 0;  // stop after this many epochs (0: run to `epochs`); resume later
   std::string log_prefix;       // printed before progress lines, e.g. "fmnist-deit"
+  int64_t max_steps_per_epoch = 0;  // > 0: end each epoch after this many steps (smoke runs)
 };
 
 struct TrainResult {
@@ -54,6 +55,21 @@ absl::StatusOr<TrainResult> Train(
     Classifier& model, const data::LabeledImages& train, const data::LabeledImages& test,
     float mean, float std, const TrainOptions& options,
     std::function<torch::Tensor(const torch::Tensor&)> teacher = nullptr);
+
+// The loss of one training step on augmented `images` with `labels`, and the model's logits
+// on them (for the running accuracy).
+struct StepOutput {
+  torch::Tensor loss;
+  Logits logits;
+};
+using StepLossFn =
+    std::function<StepOutput(const torch::Tensor& images, const torch::Tensor& labels)>;
+
+// Train() with a caller-defined loss (quantization-aware training, training/qat.h): same
+// schedule, augmentation, checkpoints, resume and logs.
+absl::StatusOr<TrainResult> TrainWithLoss(Classifier& model, const data::LabeledImages& train,
+                                          const data::LabeledImages& test, float mean, float std,
+                                          const TrainOptions& options, const StepLossFn& step_loss);
 
 // Top-1 accuracy of `model` on `data` (no augmentation), in [0, 1].
 double Evaluate(Classifier& model, const data::LabeledImages& data, float mean, float std,
