@@ -194,6 +194,94 @@ TEST(AttentionCoreTest, IntegerMatchesFakeQuant) {
   }
 }
 
+// Q-ViT's rectification: per token and head, q and k normalised over the head's channels,
+// then scaled and shifted per head and channel; v untouched.
+std::vector<float> RectifyReference(const std::vector<float>& qkv, int64_t rows, int64_t heads,
+                                    int64_t d, const QuantSpec::Attention& a) {
+  std::vector<float> out = qkv;
+  const int64_t c = heads * d;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int part = 0; part < 2; ++part) {
+      const std::vector<float>& w = part == 0 ? a.q_norm_weight : a.k_norm_weight;
+      const std::vector<float>& b = part == 0 ? a.q_norm_bias : a.k_norm_bias;
+      for (int64_t h = 0; h < heads; ++h) {
+        const float* x = &qkv[r * 3 * c + part * c + h * d];
+        double mean = 0, var = 0;
+        for (int64_t j = 0; j < d; ++j) mean += x[j];
+        mean /= d;
+        for (int64_t j = 0; j < d; ++j) var += (x[j] - mean) * (x[j] - mean);
+        const double inv = 1 / std::sqrt(var / d + a.rectify_eps);
+        for (int64_t j = 0; j < d; ++j)
+          out[r * 3 * c + part * c + h * d + j] =
+              static_cast<float>((x[j] - mean) * inv * w[h * d + j] + b[h * d + j]);
+      }
+    }
+  }
+  return out;
+}
+
+QuantSpec::Attention RectifiedAttention(int64_t heads, int64_t d, uint64_t seed) {
+  QuantSpec::Attention a;
+  a.rectify = true;
+  a.rectify_eps = 1e-5f;
+  for (std::vector<float>* v :
+       {&a.q_norm_weight, &a.q_norm_bias, &a.k_norm_weight, &a.k_norm_bias}) {
+    Tensor t = RandomTensor({heads * d}, seed++);
+    v->assign(t.data(), t.data() + t.numel());
+  }
+  return a;
+}
+
+TEST(AttentionCoreTest, RectifiesQueriesAndKeysPerHead) {
+  const int64_t groups = 3, n = 10, heads = 2, d = 8;
+  Tensor qkv_t = RandomTensor({groups * n * 3 * heads * d}, 31);
+  std::vector<float> qkv(qkv_t.data(), qkv_t.data() + qkv_t.numel());
+  QuantSpec spec;
+  spec.attn = RectifiedAttention(heads, d, 32);
+  const std::vector<double> want = NaiveAttention(
+      RectifyReference(qkv, groups * n, heads, d, spec.attn), groups, n, heads, d, {}, 1);
+  auto attn = AttentionCore::Create("blocks.0.attn.matmul", heads, d, spec);
+  ASSERT_TRUE(attn.ok()) << attn.status();
+  std::vector<float> out(groups * n * heads * d);
+  attn->Forward(qkv.data(), groups, n, nullptr, 0, out.data());
+  for (size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], want[i], 1e-4) << i;
+  spec.attn.k_norm_bias.pop_back();  // a parameter short
+  auto bad = AttentionCore::Create("blocks.0.attn.matmul", heads, d, spec);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("rectification needs q/k norm weight and bias of 2×8"),
+            std::string::npos)
+      << bad.status();
+}
+
+// Rectified, learned-softmax-scale integer attention (a Q-ViT export) against its fp32
+// simulation.
+TEST(AttentionCoreTest, RectifiedIntegerMatchesFakeQuantWithLearnedProbsScale) {
+  const int64_t groups = 2, n = 49, heads = 2, d = 16;
+  Tensor qkv_t = RandomTensor({groups * n * 3 * heads * d}, 41);
+  std::vector<float> qkv(qkv_t.data(), qkv_t.data() + qkv_t.numel());
+  QuantSpec spec;
+  spec.precision = Precision::kInt8;
+  spec.is_attention = true;
+  spec.attn = RectifiedAttention(heads, d, 42);
+  spec.attn.qkv_bits = spec.attn.probs_bits = 4;
+  spec.attn.q_scale = 0.1f;
+  spec.attn.k_scale = spec.attn.v_scale = 0.4f;
+  spec.attn.probs_scale = 0.01f;  // codes 0..15 cover probabilities up to 0.15
+  auto integer = AttentionCore::Create("a", heads, d, spec);
+  spec.fake_quant = true;
+  auto fake = AttentionCore::Create("a", heads, d, spec);
+  ASSERT_TRUE(integer.ok() && fake.ok());
+  std::vector<float> yi(groups * n * heads * d), yf(yi.size());
+  integer->Forward(qkv.data(), groups, n, nullptr, 0, yi.data());
+  fake->Forward(qkv.data(), groups, n, nullptr, 0, yf.data());
+  double max_abs = 0;
+  for (size_t i = 0; i < yi.size(); ++i) {
+    ASSERT_NEAR(yi[i], yf[i], 1e-4) << i;
+    max_abs = std::max(max_abs, std::fabs(double(yf[i])));
+  }
+  EXPECT_GT(max_abs, 0.01);  // not all probabilities rounded to zero
+}
+
 TEST(AttentionCoreTest, NoBias) {
   const int64_t groups = 2, n = 197, heads = 2, d = 16;
   Tensor qkv_t = RandomTensor({groups * n * 3 * heads * d}, 14);

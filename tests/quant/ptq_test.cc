@@ -204,6 +204,21 @@ TEST_F(PtqTest, CorruptArtifactsAreRejectedNamingTheLayer) {
   expect("layer 'blocks.0.attn.proj': weight_scale[0] = 0 is not positive");
   Rewrite(good, bad, [](Md&, Ts& t) { t.at("blocks.0.attn.proj.weight_q").dtype = DType::kI8; });
   expect("weight_q must be U8");
+  // Q-ViT fields: a rectified attention needs its eps and its four tensors; a learned softmax
+  // scale must be positive; rectification tensors without the flag are unexpected.
+  Rewrite(good, bad, edit_layers("\"q_scale\":", "\"qk_norm\":true,\"qk_norm_eps\":1e-5,\"q_scale\":"));
+  expect("missing tensor 'blocks.0.attn.q_norm.weight' (expected shape [2, 32])");
+  Rewrite(good, bad, edit_layers("\"q_scale\":", "\"qk_norm\":true,\"q_scale\":"));
+  expect("'qk_norm' needs the number 'qk_norm_eps'");
+  Rewrite(good, bad, edit_layers("\"q_scale\":", "\"probs_scale\":-0.1,\"q_scale\":"));
+  expect("'probs_scale' must be a positive number");
+  static const std::vector<float> ones(64, 1.0f);
+  Rewrite(good, bad, [](Md&, Ts& t) {
+    t["blocks.0.attn.q_norm.weight"] =
+        TensorView{"blocks.0.attn.q_norm.weight", DType::kF32, {2, 32},
+                   {reinterpret_cast<const uint8_t*>(ones.data()), ones.size() * sizeof(float)}};
+  });
+  expect("blocks.0.attn.q_norm.weight");
   // Truncation is caught by the safetensors reader.
   fs::copy_file(good, bad, fs::copy_options::overwrite_existing);
   fs::resize_file(bad, fs::file_size(good) - 100);
