@@ -115,7 +115,11 @@ void SetArtifactMetadata(SafetensorsWriter& writer, const ModelConfig& config,
                          const std::map<std::string, QuantSpec>& layers,
                          const std::string& provenance_json) {
   writer.SetMetadata("vitq.format", kArtifactFormat);
-  writer.SetMetadata("vitq.format_version", std::to_string(kArtifactVersion));
+  bool uses_v2 = false;
+  for (const auto& [name, spec] : layers)
+    uses_v2 |= spec.is_attention && (spec.attn.probs_scale > 0 || spec.attn.rectify);
+  writer.SetMetadata("vitq.format_version",
+                     std::to_string(uses_v2 ? kArtifactVersion : kArtifactOldestVersion));
   writer.SetMetadata("vitq.card", ModelConfigToYaml(config));
   writer.SetMetadata("vitq.layers", ArtifactLayersJson(layers));
   writer.SetMetadata("vitq.quantization", provenance_json);
@@ -139,10 +143,12 @@ absl::StatusOr<ArtifactInfo> ReadArtifactInfo(const SafetensorsFile& f) {
     return it == md.end() ? nullptr : &it->second;
   };
   const std::string* version = get("vitq.format_version");
-  if (!version || *version != std::to_string(kArtifactVersion)) {
+  if (!version || (*version != std::to_string(kArtifactVersion) &&
+                   *version != std::to_string(kArtifactOldestVersion))) {
     return absl::InvalidArgumentError(
         absl::StrCat(f.path(), ": unsupported artifact version '", version ? *version : "",
-                     "' (this vitq reads version ", kArtifactVersion, ")"));
+                     "' (this vitq reads versions ", kArtifactOldestVersion, " to ",
+                     kArtifactVersion, ")"));
   }
   ArtifactInfo info;
   const std::string* card = get("vitq.card");

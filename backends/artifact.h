@@ -28,7 +28,10 @@
 namespace vitq {
 
 inline constexpr char kArtifactFormat[] = "vitq-quantized";
-inline constexpr int kArtifactVersion = 1;
+// Version 2 adds the Q-ViT attention fields (probs_scale, qk_norm and its tensors), which a
+// version-1 reader would silently misread; files without them are still written as version 1.
+inline constexpr int kArtifactVersion = 2;
+inline constexpr int kArtifactOldestVersion = 1;
 
 struct ArtifactInfo {
   std::string card_yaml;

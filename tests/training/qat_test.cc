@@ -226,6 +226,8 @@ TEST_P(QatSmokeTest, TwentyStepsLowerTheLossAndServeLikeTheFakeQuantModel) {
                   .ok());
   auto file = SafetensorsFile::Open(artifact);
   ASSERT_TRUE(file.ok()) << file.status();
+  // Learned softmax scales and rectification are format version 2 (a version-1 reader refuses).
+  EXPECT_EQ((*file)->metadata().at("vitq.format_version"), "2");
   auto info = ReadArtifactInfo(**file);
   ASSERT_TRUE(info.ok()) << info.status();
   int rectified = 0, learned_probs = 0, low_bit = 0;
