@@ -109,8 +109,9 @@ absl::StatusOr<std::unique_ptr<LinearKernel>> MakeLinearKernel(const LinearParam
                                                          params.weight.dim(0), " output channels"));
         }
         if (spec.fake_quant) return MakeFakeQuantLinearKernel(params, spec, activation);
-        // Below 8 bits our kernel keeps the weights packed; oneDNN would need them as s8.
-        if (spec.weight_bits < 8) return MakeLowBitLinearKernel(params, spec, activation);
+        // At 2–4 bits our kernel keeps the weights packed; oneDNN would need them as s8. 5–7-bit
+        // codes run on oneDNN's s8 path (their packed form saves only disk).
+        if (spec.weight_bits <= 4) return MakeLowBitLinearKernel(params, spec, activation);
         return MakeInt8LinearKernel(params, spec, activation);
       }
     }

@@ -61,10 +61,9 @@ absl::Status ValidateAttentionSpec(const QuantSpec::Attention& a) {
 absl::Status ValidateSpec(const QuantSpec& spec) {
   if (spec.precision != Precision::kInt8) return absl::OkStatus();
   if (spec.is_attention) return ValidateAttentionSpec(spec.attn);
-  if (spec.weight_bits != 8 && spec.weight_bits != 4 && spec.weight_bits != 3 &&
-      spec.weight_bits != 2) {
+  if (spec.weight_bits < 2 || spec.weight_bits > 8) {
     return absl::InvalidArgumentError(
-        absl::StrCat("weight bits must be 8, 4, 3 or 2, got ", spec.weight_bits));
+        absl::StrCat("weight bits must be in [2, 8], got ", spec.weight_bits));
   }
   if (spec.act.bits < 2 || spec.act.bits > 8) {
     return absl::InvalidArgumentError(

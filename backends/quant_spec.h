@@ -20,7 +20,7 @@ namespace vitq {
 enum class Precision {
   kFp32,  // fp32 weights and activations (oneDNN brgemm / sgemm)
   kBf16,  // bf16 weights and activations, fp32 accumulation and output (AVX512-BF16 / AMX)
-  kInt8,  // integer weights (8/4/3/2 bits, per channel) × integer activations (8/4 bits, per
+  kInt8,  // integer weights (2..8 bits, per channel) × integer activations (8/4 bits, per
           // tensor)
 };
 
@@ -30,7 +30,7 @@ absl::StatusOr<Precision> ParsePrecision(const std::string& name);
 struct QuantSpec {
   Precision precision = Precision::kFp32;
   // kInt8 only:
-  int weight_bits = 8;               // 8, 4, 3 or 2; symmetric per output channel
+  int weight_bits = 8;               // 2..8; symmetric per output channel
   std::vector<float> weight_scales;  // per output channel; empty: max-abs of the weights
   ActQuant act;                      // the layer input's quantizer (2..8 bits, calibrated)
   bool fake_quant = false;           // run the fp32 simulation of these quantizers (the oracle)

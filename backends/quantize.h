@@ -70,7 +70,7 @@ void FakeQuantSymmetric(float* x, int64_t count, float scale, int bits);
 // Dequantized weights (N, K): values · scale[n].
 std::vector<float> DequantizeWeights(const WeightQuant& w);
 
-// Packs signed codes of `bits` ∈ {8, 4, 3, 2} (two's complement in `bits` bits) into bytes,
+// Packs signed codes of `bits` ∈ [2, 8] (two's complement in `bits` bits) into bytes,
 // little-endian bit order within a byte, no padding between values: ceil(count·bits/8) bytes.
 std::vector<uint8_t> PackSigned(const std::vector<int8_t>& values, int bits);
 // Inverse of PackSigned; INVALID_ARGUMENT if `packed` has the wrong size.

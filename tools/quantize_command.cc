@@ -33,8 +33,10 @@ CLI::App* AddQuantizeCommand(CLI::App& app, QuantizeFlags& f) {
   cmd->add_option("--percentile", f.percentile,
                   "central percent of inputs kept by --method percentile")
       ->check(CLI::Range(50.0, 100.0));
-  cmd->add_option("--wbits", f.wbits, "weight bits of the transformer layers (8, 4, 3, 2)")
-      ->check(CLI::IsMember({8, 4, 3, 2}));
+  cmd->add_option("--wbits", f.wbits,
+                  "weight bits of the transformer layers (2-8; 2-4 run on the low-bit kernels, "
+                  "5-8 on oneDNN int8)")
+      ->check(CLI::Range(2, 8));
   cmd->add_option("--abits", f.abits, "activation bits of the transformer layers (2..8)")
       ->check(CLI::Range(2, 8));
   cmd->add_option("--profile", f.profile, "per-layer bits (YAML: default, edge, layers)")

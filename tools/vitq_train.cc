@@ -376,14 +376,14 @@ void AddQat(CLI::App* app, QatFlags& f) {
       ->required();
   app->add_option("--work-dir", f.work_dir,
                   "checkpoint.pt and train.log (default: OUTPUT without .safetensors + .qat)");
-  app->add_option("--wbits", o.bits.weight_bits, "weight bits of the blocks' Linears")
-      ->check(CLI::IsMember({2, 3, 4, 8}));
+  app->add_option("--wbits", o.bits.weight_bits, "weight bits of the blocks' Linears (2-8)")
+      ->check(CLI::Range(2, 8));
   app->add_option("--abits", o.bits.act_bits,
                   "activation bits: Linear inputs, q, k, v and the softmax output")
       ->check(CLI::Range(2, 8));
   app->add_option("--edge-bits", o.edge.weight_bits,
                   "weight and activation bits of the patch embedding and the heads")
-      ->check(CLI::IsMember({2, 3, 4, 8}))
+      ->check(CLI::Range(2, 8))
       ->each([&o](const std::string&) { o.edge.act_bits = o.edge.weight_bits; });
   app->add_flag("!--no-irm", o.rectify, "no Information Rectification Module on q and k");
   app->add_flag("!--no-dgd", o.dgd, "no Distribution-Guided Distillation loss");
