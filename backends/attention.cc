@@ -227,6 +227,10 @@ void AttentionCore::Forward(const float* qkv, int64_t groups, int64_t tokens, co
       spec_.k_observer->Observe(q + qkv_count, qkv_count);
       spec_.v_observer->Observe(q + 2 * qkv_count, qkv_count);
     }
+    if (spec_.attn_sample) {
+      spec_.attn_sample->Record(q, q + qkv_count, q + 2 * qkv_count, gh, tokens, head_dim_, bias,
+                                bias ? bias_groups * num_heads_ : 1);
+    }
     const bool fake =
         spec_.precision == Precision::kInt8;  // the fp32 simulation of the integer path
     if (fake) {

@@ -5,6 +5,28 @@
 
 namespace vitq {
 
+void AttentionSample::Record(const float* q, const float* k, const float* v, int64_t matrices,
+                             int64_t tokens, int64_t d, const float* bias, int64_t bias_period) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (count_ == 0) {
+    tokens_ = tokens;
+    head_dim_ = d;
+  }
+  if (tokens != tokens_ || d != head_dim_) return;  // one geometry per layer
+  const int64_t take = std::min(matrices, max_matrices_ - count_);
+  const int64_t per = tokens * d, square = tokens * tokens;
+  for (int64_t m = 0; m < take; ++m) {
+    q_.insert(q_.end(), q + m * per, q + (m + 1) * per);
+    k_.insert(k_.end(), k + m * per, k + (m + 1) * per);
+    v_.insert(v_.end(), v + m * per, v + (m + 1) * per);
+    if (bias) {
+      const float* b = bias + (m % bias_period) * square;
+      bias_.insert(bias_.end(), b, b + square);
+    }
+  }
+  count_ += std::max<int64_t>(0, take);
+}
+
 void RangeObserver::Observe(const float* x, int64_t count) {
   if (count <= 0) return;
   float lo = x[0], hi = x[0];

@@ -10,6 +10,31 @@
 
 namespace vitq {
 
+// Calibration sample of one attention layer for scale searches (liu2021): the first
+// `max_matrices` per-head operands seen, each tokens × head_dim (q already × 1/√d), and for Swin
+// the additive bias (relative position bias + shift mask) of each, tokens × tokens.
+class AttentionSample {
+ public:
+  explicit AttentionSample(int64_t max_matrices = 32) : max_matrices_(max_matrices) {}
+  // q, k, v: (matrices, tokens, d); bias: (bias_period, tokens, tokens) added to matrix m as
+  // bias[m % bias_period], or null. Thread-safe; ignores what comes after the first matrices.
+  void Record(const float* q, const float* k, const float* v, int64_t matrices, int64_t tokens,
+              int64_t d, const float* bias, int64_t bias_period);
+
+  int64_t count() const { return count_; }
+  int64_t tokens() const { return tokens_; }
+  int64_t head_dim() const { return head_dim_; }
+  const std::vector<float>& q() const { return q_; }
+  const std::vector<float>& k() const { return k_; }
+  const std::vector<float>& v() const { return v_; }
+  const std::vector<float>& bias() const { return bias_; }  // empty without bias
+
+ private:
+  std::mutex mu_;
+  int64_t max_matrices_, count_ = 0, tokens_ = 0, head_dim_ = 0;
+  std::vector<float> q_, k_, v_, bias_;
+};
+
 class RangeObserver {
  public:
   // Keeps min / max and a uniform reservoir sample of at most `sample_size` values.

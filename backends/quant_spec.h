@@ -61,6 +61,8 @@ struct QuantSpec {
   Attention attn;
   // Calibration of attention matmuls: observers of q (× 1/√d), k and v.
   std::shared_ptr<RangeObserver> q_observer, k_observer, v_observer;
+  // ... and a sample of whole per-head q, k, v for the liu2021 attention search.
+  std::shared_ptr<AttentionSample> attn_sample;
 
   static QuantSpec Float(Precision p) {  // an fp32 or bf16 layer
     QuantSpec spec;

@@ -6,6 +6,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "backends/quantize.h"
 
 namespace vitq::quant::liu2021 {
 namespace {
@@ -189,6 +190,109 @@ absl::StatusOr<std::vector<int>> PickBits(const std::vector<Block>& blocks, int6
     s -= static_cast<int64_t>(std::ceil(blocks[b].parameters * blocks[b].bits[c] / unit));
   }
   return picked;
+}
+
+namespace {
+
+std::vector<float> SymmetricCopy(std::span<const float> x, float step, int bits) {
+  std::vector<float> out(x.begin(), x.end());
+  if (step > 0) FakeQuantSymmetric(out.data(), static_cast<int64_t>(out.size()), step, bits);
+  return out;
+}
+
+float MaxAbsStep(std::span<const float> x, int bits) {
+  float m = 0;
+  for (float v : x) m = std::max(m, std::fabs(v));
+  return m > 0 ? m / static_cast<float>((1 << (bits - 1)) - 1) : 1.0f;
+}
+
+}  // namespace
+
+std::vector<float> AttentionScores(const AttentionOperands& a, float q_step, float k_step,
+                                   int bits) {
+  const std::vector<float> q = SymmetricCopy(a.q, q_step, bits), k = SymmetricCopy(a.k, k_step, bits);
+  const int64_t n = a.tokens, d = a.d;
+  std::vector<float> scores(static_cast<size_t>(a.count * n * n));
+  for (int64_t m = 0; m < a.count; ++m) {
+    for (int64_t i = 0; i < n; ++i) {
+      const float* qi = &q[(m * n + i) * d];
+      for (int64_t j = 0; j < n; ++j) {
+        const float* kj = &k[(m * n + j) * d];
+        float dot = 0;
+        for (int64_t t = 0; t < d; ++t) dot += qi[t] * kj[t];
+        const int64_t e = (m * n + i) * n + j;
+        scores[e] = dot + (a.bias.empty() ? 0.0f : a.bias[e]);
+      }
+    }
+  }
+  return scores;
+}
+
+std::vector<float> AttentionOutput(const AttentionOperands& a, std::span<const float> scores,
+                                   float probs_step, int probs_bits, float v_step, int bits) {
+  const int64_t n = a.tokens, d = a.d;
+  const std::vector<float> v = SymmetricCopy(a.v, v_step, bits);
+  ActQuant pq;
+  pq.bits = probs_bits;
+  pq.scale = probs_step;
+  pq.zero_point = 0;
+  std::vector<float> probs(static_cast<size_t>(n)), out(static_cast<size_t>(a.count * n * d), 0.0f);
+  for (int64_t row = 0; row < a.count * n; ++row) {
+    const float* s = &scores[row * n];
+    const float mx = *std::max_element(s, s + n);
+    float sum = 0;
+    for (int64_t j = 0; j < n; ++j) sum += (probs[j] = std::exp(s[j] - mx));
+    for (float& p : probs) p /= sum;
+    if (probs_step > 0) FakeQuantActivations(probs.data(), n, pq, probs.data());
+    const int64_t m = row / n;
+    float* o = &out[row * d];
+    for (int64_t j = 0; j < n; ++j) {
+      const float* vj = &v[(m * n + j) * d];
+      for (int64_t t = 0; t < d; ++t) o[t] += probs[j] * vj[t];
+    }
+  }
+  return out;
+}
+
+AttentionChoice SearchAttention(const AttentionOperands& a, int qkv_bits, int probs_bits,
+                                const AttentionSearchOptions& o) {
+  const float q0 = MaxAbsStep(a.q, qkv_bits), k0 = MaxAbsStep(a.k, qkv_bits),
+              v0 = MaxAbsStep(a.v, qkv_bits);
+  const float p0 = 1.0f / static_cast<float>((1 << probs_bits) - 1);
+  const std::vector<float> ref_scores = AttentionScores(a, 0, 0, qkv_bits);
+  const int64_t pairs_per_row =
+      std::min<int64_t>(o.pairs_per_row, a.tokens * (a.tokens - 1) / 2);
+  const double pair_count = std::max<double>(1.0, static_cast<double>(a.count * a.tokens) *
+                                                      static_cast<double>(pairs_per_row));
+  auto scores_objective = [&](double q_mult, double k_mult) {
+    const std::vector<float> s = AttentionScores(a, static_cast<float>(q_mult * q0),
+                                                 static_cast<float>(k_mult * k0), qkv_bits);
+    double objective = Pearson(ref_scores, s);
+    if (o.ranking) {
+      objective -= o.gamma * RankingLoss(ref_scores, s, a.tokens, o.theta, o.pairs_per_row,
+                                         /*seed=*/7) /
+                   pair_count;
+    }
+    return objective;
+  };
+  AttentionChoice c;
+  const SearchResult qk = AlternatingSearch(scores_objective, 1.0, 1.0, o.search);
+  c.q_step = static_cast<float>(qk.weight_step * q0);
+  c.k_step = static_cast<float>(qk.act_step * k0);
+  c.scores_objective = qk.objective;
+  c.scores_baseline = scores_objective(1.0, 1.0);
+  const std::vector<float> scores = AttentionScores(a, c.q_step, c.k_step, qkv_bits);
+  const std::vector<float> ref_out = AttentionOutput(a, ref_scores, 0, probs_bits, 0, qkv_bits);
+  auto output_similarity = [&](double p_mult, double v_mult) {
+    return Pearson(ref_out, AttentionOutput(a, scores, static_cast<float>(p_mult * p0), probs_bits,
+                                            static_cast<float>(v_mult * v0), qkv_bits));
+  };
+  const SearchResult pv = AlternatingSearch(output_similarity, 1.0, 1.0, o.search);
+  c.probs_step = static_cast<float>(pv.weight_step * p0);
+  c.v_step = static_cast<float>(pv.act_step * v0);
+  c.output_similarity = pv.objective;
+  c.output_baseline = output_similarity(1.0, 1.0);
+  return c;
 }
 
 }  // namespace vitq::quant::liu2021

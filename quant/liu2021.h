@@ -73,6 +73,43 @@ double InitialStep(std::span<const float> values, int bits);
 std::vector<float> MeanOutputError(std::span<const float> reference,
                                    std::span<const float> quantized, int64_t m, int64_t n);
 
+// One attention layer's calibration operands: `count` per-head matrices q (already × 1/√d),
+// k, v, each tokens × d, and (Swin) the additive bias of each, tokens × tokens, or empty.
+struct AttentionOperands {
+  std::span<const float> q, k, v, bias;
+  int64_t count = 0, tokens = 0, d = 0;
+};
+
+// Scores q·kᵀ + bias per matrix, q and k quantized as the engine does (symmetric, codes
+// [−Qp, Qp], step 0: float): (count, tokens, tokens).
+std::vector<float> AttentionScores(const AttentionOperands& a, float q_step, float k_step,
+                                   int bits);
+// softmax(scores)·v per matrix with the probabilities quantized unsigned (zero point 0) with
+// `probs_step` and v symmetric with `v_step` (0: float): (count, tokens, d).
+std::vector<float> AttentionOutput(const AttentionOperands& a, std::span<const float> scores,
+                                   float probs_step, int probs_bits, float v_step, int bits);
+
+struct AttentionSearchOptions {
+  SearchOptions search;
+  bool ranking = true;         // the ranking loss on the attention scores (--no-ranking: off)
+  double gamma = 0.1;          // its weight
+  double theta = 0.2;          // its margin
+  int64_t pairs_per_row = 64;  // sampled pairs per score row
+};
+
+struct AttentionChoice {
+  float q_step = 0, k_step = 0, v_step = 0, probs_step = 0;
+  double scores_objective = 0, scores_baseline = 0;  // Pearson − γ·ranking, searched / max-based
+  double output_similarity = 0, output_baseline = 0;
+};
+
+// Liu et al.'s search for the two attention matmuls: first Δ_q and Δ_k maximizing the Pearson
+// correlation of the scores with the float ones minus γ times the mean ranking hinge; then, on
+// those quantized scores, Δ_probs and Δ_v maximizing the output's Pearson correlation. Each
+// alternating over [alpha, beta]× the max-based steps (probabilities: 1/(2^b − 1)).
+AttentionChoice SearchAttention(const AttentionOperands& a, int qkv_bits, int probs_bits,
+                                const AttentionSearchOptions& options);
+
 // One block (an attention block or an MLP block) for mixed precision.
 struct Block {
   double sensitivity = 0;     // σ: nuclear norm of its attention map / output feature

@@ -145,6 +145,27 @@ LinearChoice SearchLinear(const std::string& layer, const std::vector<float>& x,
   return choice;
 }
 
+// Liu et al.'s search for one attention layer's q, k, v and softmax-output steps.
+void SearchAttentionScales(const std::string& layer, const AttentionSample& sample,
+                           const PtqOptions& o, QuantSpec::Attention& a) {
+  liu2021::AttentionOperands ops{sample.q(), sample.k(),      sample.v(),       sample.bias(),
+                                 sample.count(), sample.tokens(), sample.head_dim()};
+  liu2021::AttentionSearchOptions search;
+  search.search.candidates = o.search_candidates;
+  search.search.max_rounds = o.search_rounds;
+  search.ranking = o.ranking;
+  const liu2021::AttentionChoice c = liu2021::SearchAttention(ops, a.qkv_bits, a.probs_bits, search);
+  a.q_scale = c.q_step;
+  a.k_scale = c.k_step;
+  a.v_scale = c.v_step;
+  a.probs_scale = c.probs_step;
+  std::fprintf(stderr,
+               "liu2021: %-28s scores %.5f (max-based %.5f), output similarity %.5f (max-based "
+               "%.5f)%s\n",
+               layer.c_str(), c.scores_objective, c.scores_baseline, c.output_similarity,
+               c.output_baseline, o.ranking ? ", ranking loss on" : "");
+}
+
 }  // namespace
 
 LayerBits BitProfile::For(const std::string& layer) const {
@@ -190,6 +211,7 @@ absl::StatusOr<PtqResult> QuantizeCheckpoint(const std::string& model_path,
   // 1. The float model with an observer on every Linear's input.
   std::map<std::string, std::shared_ptr<RangeObserver>> observers;
   std::map<std::string, std::array<std::shared_ptr<RangeObserver>, 3>> qkv_observers;  // q, k, v
+  std::map<std::string, std::shared_ptr<AttentionSample>> attention_samples;         // liu2021
   const PrecisionPlan observe = [&](const std::string& layer) {
     QuantSpec s = QuantSpec::Float(Precision::kFp32);
     if (absl::EndsWith(layer, "attn.matmul")) {
@@ -198,6 +220,10 @@ absl::StatusOr<PtqResult> QuantizeCheckpoint(const std::string& model_path,
       s.q_observer = obs[0];
       s.k_observer = obs[1];
       s.v_observer = obs[2];
+      if (liu) {
+        s.attn_sample = attention_samples[layer] =
+            std::make_shared<AttentionSample>(o.attention_matrices);
+      }
       return s;
     }
     s.observer = observers.emplace(layer, std::make_shared<RangeObserver>()).first->second;
@@ -232,6 +258,10 @@ absl::StatusOr<PtqResult> QuantizeCheckpoint(const std::string& model_path,
       s.attn.q_scale = SymmetricScale(*obs[0], o, bits.act_bits);
       s.attn.k_scale = SymmetricScale(*obs[1], o, bits.act_bits);
       s.attn.v_scale = SymmetricScale(*obs[2], o, bits.act_bits);
+      if (auto sample = attention_samples.find(layer);
+          sample != attention_samples.end() && sample->second->count() > 0) {
+        SearchAttentionScales(layer, *sample->second, o, s.attn);
+      }
       VITQ_RETURN_IF_ERROR(ValidateSpec(s));
       result.layers[layer] = s;
     }
@@ -294,6 +324,8 @@ absl::StatusOr<PtqResult> QuantizeCheckpoint(const std::string& model_path,
         {"search_rounds", o.search_rounds},
         {"search_rows", o.search_rows},
         {"bias_correction", o.bias_correction},
+        {"ranking", o.ranking},
+        {"attention_matrices", o.attention_matrices},
         {"weight_granularity", "per_channel"},
         {"act_granularity", "per_tensor"}}},
       {"calibration", {{"data", o.calib_spec}, {"count", calib.dim(0)}, {"seed", o.seed}}},

@@ -43,6 +43,11 @@ struct PtqOptions {
   int search_rounds = 3;
   int64_t search_rows = 256;
   bool bias_correction = true;
+  // liu2021 attention: q/k steps by similarity minus γ·ranking loss of the scores (γ = 0.1,
+  // θ = 0.2, 64 sampled pairs per row), then softmax-output/v steps by output similarity, on the
+  // first `attention_matrices` per-head matrices of the calibration set.
+  bool ranking = true;
+  int64_t attention_matrices = 32;
   BitProfile bits;
   int64_t batch_size = 64;
   bool quantize_attention = true;  // integer q·kᵀ and softmax·v (q, k, v, softmax output quantized)

@@ -30,6 +30,8 @@ CLI::App* AddQuantizeCommand(CLI::App& app, QuantizeFlags& f) {
   cmd->add_option("--rounds", f.search_rounds, "liu2021: most alternations of the two searches")
       ->check(CLI::Range(1, 100));
   cmd->add_flag("--no-bias-correction", f.no_bias_correction, "liu2021: keep the float biases");
+  cmd->add_flag("--no-ranking", f.no_ranking,
+                "liu2021: search the attention's q/k steps by similarity alone (no ranking loss)");
   cmd->add_option("--percentile", f.percentile,
                   "central percent of inputs kept by --method percentile")
       ->check(CLI::Range(50.0, 100.0));
@@ -68,6 +70,7 @@ int RunQuantize(const QuantizeFlags& f) {
   o.search_candidates = f.search_candidates;
   o.search_rounds = f.search_rounds;
   o.bias_correction = !f.no_bias_correction;
+  o.ranking = !f.no_ranking;
   o.percentile = f.percentile;
   o.bits.all = {f.wbits, f.abits};
   if (!f.profile.empty()) {
@@ -90,6 +93,12 @@ int RunQuantize(const QuantizeFlags& f) {
               f.output.c_str(), result->layers.size(), static_cast<long long>(result->calib_images),
               f.calib.c_str(), bytes / 1e6);
   for (const auto& [layer, spec] : result->layers) {
+    if (spec.is_attention) {
+      std::printf("  %-36s %s q_scale=%.6g k_scale=%.6g v_scale=%.6g probs_scale=%.6g\n",
+                  layer.c_str(), SpecName(spec).c_str(), spec.attn.q_scale, spec.attn.k_scale,
+                  spec.attn.v_scale, spec.attn.ProbsScale());
+      continue;
+    }
     std::printf("  %-36s %s act_scale=%.6g zero_point=%d\n", layer.c_str(), SpecName(spec).c_str(),
                 spec.act.scale, spec.act.zero_point);
   }

@@ -19,6 +19,7 @@ struct QuantizeFlags {
   int search_candidates = 20;
   int search_rounds = 3;
   bool no_bias_correction = false;
+  bool no_ranking = false;
   std::string output;
 };
 

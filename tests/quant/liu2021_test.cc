@@ -84,6 +84,52 @@ TEST(SimilaritySearch, BeatsMaxBasedStepsOnALayerWithAnOutlier) {
   EXPECT_LT(r.act_step, dx0);
 }
 
+// Two heads of 3 tokens × 2 channels, by hand.
+TEST(AttentionSearch, ScoresAndOutputsMatchHandComputedValues) {
+  const std::vector<float> q = {1, 0, 0, 1, 1, 1, /*head 2*/ 2, 0, 0, 0, 0, 2};
+  const std::vector<float> k = {1, 0, 0, 1, 0, 0, /*head 2*/ 1, 1, 0, 0, 1, 0};
+  const std::vector<float> v = {1, 2, 3, 4, 5, 6, /*head 2*/ 0, 0, 0, 0, 0, 0};
+  std::vector<float> bias(18, 0.0f);
+  bias[2] = -100.0f;  // head 1, token 0 does not attend to token 2
+  const AttentionOperands a{q, k, v, bias, 2, 3, 2};
+  const std::vector<float> s = AttentionScores(a, 0, 0, 8);
+  EXPECT_EQ(std::vector<float>(s.begin(), s.begin() + 9),
+            (std::vector<float>{1, 0, -100, 0, 1, 0, 1, 1, 0}));
+  EXPECT_EQ(std::vector<float>(s.begin() + 9, s.end()),
+            (std::vector<float>{2, 0, 2, 0, 0, 0, 2, 0, 0}));
+  const std::vector<float> out = AttentionOutput(a, s, 0, 8, 0, 8);
+  const double p = std::exp(1.0) / (std::exp(1.0) + 1.0);  // token 0: softmax(1, 0, −100)
+  EXPECT_NEAR(out[0], p * 1 + (1 - p) * 3, 1e-5);
+  EXPECT_NEAR(out[1], p * 2 + (1 - p) * 4, 1e-5);
+  EXPECT_EQ(out[6 + 3], 0.0f);  // head 2 has v = 0
+}
+
+// One outlier in q makes the max-based 4-bit step crush every other score; the search finds a
+// smaller step, and a smaller softmax-output step than 1/15 for the many small probabilities.
+TEST(AttentionSearch, BeatsMaxBasedStepsWithAnOutlierQuery) {
+  constexpr int64_t count = 4, n = 24, d = 8;
+  std::mt19937 rng(9);
+  std::normal_distribution<float> normal;
+  std::vector<float> q(count * n * d), k(q.size()), v(q.size());
+  for (float& x : q) x = 0.5f * normal(rng);
+  for (float& x : k) x = normal(rng);
+  for (float& x : v) x = normal(rng);
+  q[5] = 12.0f;
+  const AttentionOperands a{q, k, v, {}, count, n, d};
+  AttentionSearchOptions o;
+  o.search.candidates = 30;
+  o.search.alpha = 0.1;
+  o.search.max_rounds = 4;
+  const AttentionChoice c = SearchAttention(a, 4, 4, o);
+  EXPECT_GT(c.scores_objective, c.scores_baseline + 0.02);
+  EXPECT_GT(c.output_similarity, c.output_baseline);
+  EXPECT_LT(c.q_step, 12.0f / 7);
+  EXPECT_LT(c.probs_step, 1.0f / 15);
+  // The ranking term only lowers the objective: without it the same search scores higher.
+  o.ranking = false;
+  EXPECT_GE(SearchAttention(a, 4, 4, o).scores_objective, c.scores_objective);
+}
+
 TEST(BiasCorrection, RemovesAPlantedPerChannelBias) {
   constexpr int64_t m = 200, n = 3;
   std::mt19937 rng(9);
