@@ -17,6 +17,7 @@
 #include "backends/model.h"
 #include "backends/status_macros.h"
 #include "quant/liu2021.h"
+#include "quant/mixed_precision.h"
 
 namespace vitq::quant {
 namespace {
@@ -145,6 +146,58 @@ LinearChoice SearchLinear(const std::string& layer, const std::vector<float>& x,
   return choice;
 }
 
+// The Linears' samples and the attention samples, grouped into blocks and given bits under
+// the budget (quant/mixed_precision.h). Edge layers keep their fixed bits.
+absl::StatusOr<std::vector<BlockChoice>> ChooseMixedPrecision(
+    std::shared_ptr<const SafetensorsFile> file, Arch arch, const WeightStore& store,
+    const std::map<std::string, std::shared_ptr<RangeObserver>>& observers,
+    const std::map<std::string, std::shared_ptr<AttentionSample>>& attention_samples,
+    const PtqOptions& o) {
+  VITQ_ASSIGN_OR_RETURN(WeightStore weights, WeightStore::FromFile(file, arch));
+  const std::map<std::string, Shape> shapes(store.taken_shapes().begin(),
+                                            store.taken_shapes().end());
+  std::map<std::string, LinearSample> linears;
+  MixedPrecisionOptions mp = o.mixed;
+  for (const auto& [name, shape] : shapes) {
+    const std::string layer =
+        absl::EndsWith(name, ".weight") ? name.substr(0, name.size() - 7) : std::string();
+    auto obs = observers.find(layer);
+    if (obs == observers.end()) {
+      mp.fixed_bits += 32 * NumElements(shape);  // float tensors
+      continue;
+    }
+    if (IsEdgeLayer(layer) || obs->second->row_len() == 0) {
+      mp.fixed_bits += int64_t{o.bits.For(layer).weight_bits} * NumElements(shape) + 32 * shape[0];
+      continue;
+    }
+    mp.fixed_bits += 32 * shape[0];  // per-channel scales
+    LinearSample s;
+    s.rows = obs->second->rows();
+    s.k = obs->second->row_len();
+    s.min = obs->second->min();
+    s.max = obs->second->max();
+    VITQ_ASSIGN_OR_RETURN(s.weight, weights.Take(name, shape));
+    s.weight.Reshape({shape[0], NumElements(shape) / shape[0]});
+    if (auto b = shapes.find(layer + ".bias"); b != shapes.end()) {
+      VITQ_ASSIGN_OR_RETURN(Tensor bias, weights.Take(layer + ".bias", b->second));
+      s.bias.assign(bias.data(), bias.data() + bias.numel());
+    }
+    linears.emplace(layer, std::move(s));
+  }
+  std::map<std::string, const AttentionSample*> attentions;
+  for (const auto& [layer, sample] : attention_samples) {
+    if (sample->count() > 0) attentions[layer] = sample.get();
+  }
+  VITQ_ASSIGN_OR_RETURN(std::vector<BlockChoice> choices,
+                        AssignMixedPrecision(linears, attentions, mp));
+  for (const BlockChoice& c : choices) {
+    std::fprintf(stderr, "mixed precision: %-24s sensitivity %9.4f  W%dA%d  (%lld weights)\n",
+                 c.block.c_str(), c.sensitivity, c.bits, c.bits,
+                 static_cast<long long>(c.parameters));
+  }
+  return choices;
+}
+
 // Liu et al.'s search for one attention layer's q, k, v and softmax-output steps.
 void SearchAttentionScales(const std::string& layer, const AttentionSample& sample,
                            const PtqOptions& o, QuantSpec::Attention& a) {
@@ -194,8 +247,12 @@ absl::StatusOr<BitProfile> LoadBitProfile(const std::string& path, LayerBits def
 
 absl::StatusOr<PtqResult> QuantizeCheckpoint(const std::string& model_path,
                                              const std::optional<std::string>& arch,
-                                             const Tensor& calib, const PtqOptions& o,
+                                             const Tensor& calib, const PtqOptions& options,
                                              const std::string& output) {
+  PtqOptions o = options;  // mixed precision fills in per-layer bits
+  if (o.mixed_precision && o.method != "liu2021") {
+    return absl::InvalidArgumentError("mixed precision is part of --method liu2021");
+  }
   if (o.method != "minmax" && o.method != "percentile" && o.method != "liu2021") {
     return absl::InvalidArgumentError(
         absl::StrCat("unknown method '", o.method, "' (minmax, percentile or liu2021)"));
@@ -236,8 +293,16 @@ absl::StatusOr<PtqResult> QuantizeCheckpoint(const std::string& model_path,
     VITQ_RETURN_IF_ERROR(
         model->Forward(Slice(calib, b, std::min(o.batch_size, calib.dim(0) - b))).status());
   }
-  // 2. Per-layer quantizers.
   PtqResult result;
+  if (o.mixed_precision) {
+    VITQ_ASSIGN_OR_RETURN(
+        result.mixed_precision,
+        ChooseMixedPrecision(file, config.arch, store, observers, attention_samples, o));
+    for (const BlockChoice& c : result.mixed_precision) {
+      for (const std::string& layer : c.layers) o.bits.layers[layer] = {c.bits, c.bits};
+    }
+  }
+  // 2. Per-layer quantizers.
   result.calib_images = calib.dim(0);
   for (const auto& [layer, obs] : observers) {
     const LayerBits bits = o.bits.For(layer);
@@ -325,6 +390,10 @@ absl::StatusOr<PtqResult> QuantizeCheckpoint(const std::string& model_path,
         {"search_rows", o.search_rows},
         {"bias_correction", o.bias_correction},
         {"ranking", o.ranking},
+        {"mixed_precision", o.mixed_precision},
+        {"avg_bits", o.mixed.avg_bits},
+        {"size_budget_mb", o.mixed.size_budget_mb},
+        {"candidate_bits", o.mixed.candidate_bits},
         {"attention_matrices", o.attention_matrices},
         {"weight_granularity", "per_channel"},
         {"act_granularity", "per_tensor"}}},

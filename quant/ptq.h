@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "backends/quant_spec.h"
 #include "backends/tensor.h"
+#include "quant/mixed_precision.h"
 
 namespace vitq::quant {
 
@@ -48,6 +49,10 @@ struct PtqOptions {
   // first `attention_matrices` per-head matrices of the calibration set.
   bool ranking = true;
   int64_t attention_matrices = 32;
+  // liu2021 mixed precision (quant/mixed_precision.h): per attention / MLP block bits from
+  // mixed.candidate_bits under mixed.avg_bits or mixed.size_budget_mb; overrides `bits` there.
+  bool mixed_precision = false;
+  MixedPrecisionOptions mixed;
   BitProfile bits;
   int64_t batch_size = 64;
   bool quantize_attention = true;  // integer q·kᵀ and softmax·v (q, k, v, softmax output quantized)
@@ -58,6 +63,7 @@ struct PtqOptions {
 struct PtqResult {
   std::map<std::string, QuantSpec> layers;
   int64_t calib_images = 0;
+  std::vector<BlockChoice> mixed_precision;  // the blocks' bits, when chosen
 };
 
 // Calibrates the float checkpoint at `model_path` on `calib` (N, C, H, W) and writes the

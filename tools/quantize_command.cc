@@ -30,6 +30,21 @@ CLI::App* AddQuantizeCommand(CLI::App& app, QuantizeFlags& f) {
   cmd->add_option("--rounds", f.search_rounds, "liu2021: most alternations of the two searches")
       ->check(CLI::Range(1, 100));
   cmd->add_flag("--no-bias-correction", f.no_bias_correction, "liu2021: keep the float biases");
+  auto* mp = cmd->add_flag("--mixed-precision", f.mixed_precision,
+                           "liu2021: one bit-width per attention and per MLP block (weights and "
+                           "activations), least nuclear-norm-weighted error under the budget");
+  auto* avg = cmd->add_option("--avg-bits", f.avg_bits,
+                              "mixed precision budget: the blocks' weights at this average")
+                  ->check(CLI::Range(2.0, 8.0));
+  auto* size = cmd->add_option("--size-budget-mb", f.size_budget_mb,
+                               "mixed precision budget: the artifact's tensor megabytes")
+                   ->check(CLI::PositiveNumber);
+  avg->excludes(size);
+  avg->needs(mp);
+  size->needs(mp);
+  cmd->add_option("--mp-bits", f.mp_bits, "mixed precision candidate bit-widths")
+      ->delimiter(',')
+      ->check(CLI::Range(2, 8));
   cmd->add_flag("--no-ranking", f.no_ranking,
                 "liu2021: search the attention's q/k steps by similarity alone (no ranking loss)");
   cmd->add_option("--percentile", f.percentile,
@@ -71,6 +86,10 @@ int RunQuantize(const QuantizeFlags& f) {
   o.search_rounds = f.search_rounds;
   o.bias_correction = !f.no_bias_correction;
   o.ranking = !f.no_ranking;
+  o.mixed_precision = f.mixed_precision;
+  o.mixed.avg_bits = f.avg_bits;
+  o.mixed.size_budget_mb = f.size_budget_mb;
+  o.mixed.candidate_bits = f.mp_bits;
   o.percentile = f.percentile;
   o.bits.all = {f.wbits, f.abits};
   if (!f.profile.empty()) {

@@ -3,6 +3,7 @@
 
 #include <CLI/CLI.hpp>
 #include <string>
+#include <vector>
 
 namespace vitq::cli {
 
@@ -20,6 +21,9 @@ struct QuantizeFlags {
   int search_rounds = 3;
   bool no_bias_correction = false;
   bool no_ranking = false;
+  bool mixed_precision = false;
+  double avg_bits = 0, size_budget_mb = 0;
+  std::vector<int> mp_bits = {3, 4, 5, 6, 7, 8};
   std::string output;
 };
 
