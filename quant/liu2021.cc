@@ -7,9 +7,22 @@
 
 #include "absl/strings/str_cat.h"
 #include "backends/quantize.h"
+#include "oneapi/dnnl/dnnl.h"
 
 namespace vitq::quant::liu2021 {
 namespace {
+
+// c (m, n) = a (m, k) · b (n, k)ᵀ on oneDNN's sgemm (the search runs it for every candidate).
+void MatmulTransposed(const float* a, const float* b, int64_t m, int64_t n, int64_t k, float* c) {
+  if (m == 0 || n == 0) return;
+  dnnl_sgemm('N', 'T', m, n, k, 1.0f, a, k, b, k, 0.0f, c, n);
+}
+
+// c (m, n) = a (m, k) · b (k, n).
+void Matmul(const float* a, const float* b, int64_t m, int64_t n, int64_t k, float* c) {
+  if (m == 0 || n == 0) return;
+  dnnl_sgemm('N', 'N', m, n, k, 1.0f, a, k, b, n, 0.0f, c, n);
+}
 
 int Sign(double v) { return (v > 0) - (v < 0); }
 
@@ -121,15 +134,10 @@ std::vector<float> QuantizedOutput(const LinearLayer& l, float weight_step, int 
   if (act_step > 0) FakeQuantize(l.x, act_step, act_bits, x);
   if (weight_step > 0) FakeQuantize(l.w, weight_step, weight_bits, w);
   std::vector<float> y(static_cast<size_t>(l.m * l.n));
-#pragma omp parallel for schedule(static) if (l.m * l.n * l.k > (1 << 20))
-  for (int64_t i = 0; i < l.m; ++i) {
-    for (int64_t o = 0; o < l.n; ++o) {
-      float acc = l.bias.empty() ? 0.0f : l.bias[o];
-      const float* xi = x.data() + i * l.k;
-      const float* wo = w.data() + o * l.k;
-      for (int64_t c = 0; c < l.k; ++c) acc += xi[c] * wo[c];
-      y[i * l.n + o] = acc;
-    }
+  MatmulTransposed(x.data(), w.data(), l.m, l.n, l.k, y.data());
+  if (!l.bias.empty()) {
+    for (int64_t i = 0; i < l.m; ++i)
+      for (int64_t o = 0; o < l.n; ++o) y[i * l.n + o] += l.bias[o];
   }
   return y;
 }
@@ -213,17 +221,10 @@ std::vector<float> AttentionScores(const AttentionOperands& a, float q_step, flo
   const std::vector<float> q = SymmetricCopy(a.q, q_step, bits), k = SymmetricCopy(a.k, k_step, bits);
   const int64_t n = a.tokens, d = a.d;
   std::vector<float> scores(static_cast<size_t>(a.count * n * n));
-  for (int64_t m = 0; m < a.count; ++m) {
-    for (int64_t i = 0; i < n; ++i) {
-      const float* qi = &q[(m * n + i) * d];
-      for (int64_t j = 0; j < n; ++j) {
-        const float* kj = &k[(m * n + j) * d];
-        float dot = 0;
-        for (int64_t t = 0; t < d; ++t) dot += qi[t] * kj[t];
-        const int64_t e = (m * n + i) * n + j;
-        scores[e] = dot + (a.bias.empty() ? 0.0f : a.bias[e]);
-      }
-    }
+  for (int64_t m = 0; m < a.count; ++m)
+    MatmulTransposed(&q[m * n * d], &k[m * n * d], n, n, d, &scores[m * n * n]);
+  if (!a.bias.empty()) {
+    for (size_t e = 0; e < scores.size(); ++e) scores[e] += a.bias[e];
   }
   return scores;
 }
@@ -236,21 +237,18 @@ std::vector<float> AttentionOutput(const AttentionOperands& a, std::span<const f
   pq.bits = probs_bits;
   pq.scale = probs_step;
   pq.zero_point = 0;
-  std::vector<float> probs(static_cast<size_t>(n)), out(static_cast<size_t>(a.count * n * d), 0.0f);
+  std::vector<float> probs(scores.begin(), scores.end());
   for (int64_t row = 0; row < a.count * n; ++row) {
-    const float* s = &scores[row * n];
-    const float mx = *std::max_element(s, s + n);
+    float* p = &probs[row * n];
+    const float mx = *std::max_element(p, p + n);
     float sum = 0;
-    for (int64_t j = 0; j < n; ++j) sum += (probs[j] = std::exp(s[j] - mx));
-    for (float& p : probs) p /= sum;
-    if (probs_step > 0) FakeQuantActivations(probs.data(), n, pq, probs.data());
-    const int64_t m = row / n;
-    float* o = &out[row * d];
-    for (int64_t j = 0; j < n; ++j) {
-      const float* vj = &v[(m * n + j) * d];
-      for (int64_t t = 0; t < d; ++t) o[t] += probs[j] * vj[t];
-    }
+    for (int64_t j = 0; j < n; ++j) sum += (p[j] = std::exp(p[j] - mx));
+    for (int64_t j = 0; j < n; ++j) p[j] /= sum;
   }
+  if (probs_step > 0)
+    FakeQuantActivations(probs.data(), static_cast<int64_t>(probs.size()), pq, probs.data());
+  std::vector<float> out(static_cast<size_t>(a.count * n * d));
+  for (int64_t m = 0; m < a.count; ++m) Matmul(&probs[m * n * n], &v[m * n * d], n, d, n, &out[m * n * d]);
   return out;
 }
 

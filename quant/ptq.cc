@@ -140,7 +140,7 @@ LinearChoice SearchLinear(const std::string& layer, const std::vector<float>& x,
   }
   std::fprintf(
       stderr,
-      "liu2021: %-28s similarity %.5f (max-based %.5f), alpha %.3f, beta %.3f, %d round(s)\n",
+      "liu2021: %-36s similarity %.5f (max-based %.5f), alpha %.3f, beta %.3f, %d round(s)\n",
       layer.c_str(), choice.similarity, choice.baseline, found.weight_step, found.act_step,
       found.rounds);
   return choice;
@@ -213,7 +213,7 @@ void SearchAttentionScales(const std::string& layer, const AttentionSample& samp
   a.v_scale = c.v_step;
   a.probs_scale = c.probs_step;
   std::fprintf(stderr,
-               "liu2021: %-28s scores %.5f (max-based %.5f), output similarity %.5f (max-based "
+               "liu2021: %-36s scores %.5f (max-based %.5f), output similarity %.5f (max-based "
                "%.5f)%s\n",
                layer.c_str(), c.scores_objective, c.scores_baseline, c.output_similarity,
                c.output_baseline, o.ranking ? ", ranking loss on" : "");
@@ -303,6 +303,12 @@ absl::StatusOr<PtqResult> QuantizeCheckpoint(const std::string& model_path,
     }
   }
   // 2. Per-layer quantizers.
+  // liu2021 reports every searched layer as "[i/N] name" (attention layers first).
+  const size_t searched = liu ? observers.size() + attention_samples.size() : 0;
+  size_t searched_done = 0;
+  auto progress = [&](const std::string& layer) {
+    return absl::StrCat("[", ++searched_done, "/", searched, "] ", layer);
+  };
   result.calib_images = calib.dim(0);
   for (const auto& [layer, obs] : observers) {
     const LayerBits bits = o.bits.For(layer);
@@ -325,7 +331,7 @@ absl::StatusOr<PtqResult> QuantizeCheckpoint(const std::string& model_path,
       s.attn.v_scale = SymmetricScale(*obs[2], o, bits.act_bits);
       if (auto sample = attention_samples.find(layer);
           sample != attention_samples.end() && sample->second->count() > 0) {
-        SearchAttentionScales(layer, *sample->second, o, s.attn);
+        SearchAttentionScales(progress(layer), *sample->second, o, s.attn);
       }
       VITQ_RETURN_IF_ERROR(ValidateSpec(s));
       result.layers[layer] = s;
@@ -351,7 +357,7 @@ absl::StatusOr<PtqResult> QuantizeCheckpoint(const std::string& model_path,
       }
       const RangeObserver& obs = *observers.at(layer);
       if (obs.row_len() == 0) continue;  // never ran: keep the plain calibration
-      LinearChoice c = SearchLinear(layer, obs.rows(), obs.row_len(), w, std::move(bias), obs,
+      LinearChoice c = SearchLinear(progress(layer), obs.rows(), obs.row_len(), w, std::move(bias), obs,
                                     o.bits.For(layer), o);
       spec.act = c.act;
       choices[layer] = std::move(c);
