@@ -30,6 +30,10 @@ CLI::App* AddQuantizeCommand(CLI::App& app, QuantizeFlags& f) {
   cmd->add_option("--rounds", f.search_rounds, "liu2021: most alternations of the two searches")
       ->check(CLI::Range(1, 100));
   cmd->add_flag("--no-bias-correction", f.no_bias_correction, "liu2021: keep the float biases");
+  cmd->add_option("--attention-samples", f.attention_samples,
+                  "liu2021: per-head attention matrices (from the first calibration images) the "
+                  "attention search scores candidates on")
+      ->check(CLI::Range(1, 100000));
   auto* mp = cmd->add_flag("--mixed-precision", f.mixed_precision,
                            "liu2021: one bit-width per attention and per MLP block (weights and "
                            "activations), least nuclear-norm-weighted error under the budget");
@@ -84,6 +88,7 @@ int RunQuantize(const QuantizeFlags& f) {
   o.method = f.method;
   o.search_candidates = f.search_candidates;
   o.search_rounds = f.search_rounds;
+  o.attention_matrices = f.attention_samples;
   o.bias_correction = !f.no_bias_correction;
   o.ranking = !f.no_ranking;
   o.mixed_precision = f.mixed_precision;

@@ -50,7 +50,7 @@ absl::StatusOr<QuantSpec> LinearSpec(const std::string& layer, QLinearImpl& l,
   weight.rows = codes.size(0);
   weight.cols = codes.size(1);
   weight.values.assign(codes.data_ptr<int8_t>(), codes.data_ptr<int8_t>() + codes.numel());
-  const torch::Tensor steps = l.weight_quant->step.detach().contiguous();
+  const torch::Tensor steps = l.weight_quant->Scales();
   weight.scales.assign(steps.data_ptr<float>(), steps.data_ptr<float>() + steps.numel());
   if (absl::Status st = ValidateSpec(s); !st.ok())
     return absl::InvalidArgumentError(absl::StrCat(layer, ": ", st.message()));

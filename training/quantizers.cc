@@ -12,7 +12,13 @@ void CheckBits(int bits) {
     throw std::invalid_argument("quantizer bits must be in [2, 8], got " + std::to_string(bits));
 }
 
+// Gradient descent may carry a step through zero; the quantizers use its magnitude (kept above
+// a floor), so the exported positive scales describe exactly the trained function.
+torch::Tensor StepMagnitude(const torch::Tensor& step) { return step.abs().clamp_min(1e-8); }
+
 }  // namespace
+
+float ActQuantizerImpl::Step() const { return StepMagnitude(step.detach()).item<float>(); }
 
 torch::Tensor GradScale(const torch::Tensor& x, double scale) {
   const torch::Tensor scaled = x * scale;
@@ -34,7 +40,11 @@ WeightQuantizerImpl::WeightQuantizerImpl(const torch::Tensor& weight, int bits) 
 torch::Tensor WeightQuantizerImpl::StepShaped(const torch::Tensor& weight) const {
   std::vector<int64_t> shape(weight.dim(), 1);
   shape[0] = weight.size(0);
-  return step.view(shape);
+  return StepMagnitude(step).view(shape);
+}
+
+torch::Tensor WeightQuantizerImpl::Scales() const {
+  return StepMagnitude(step.detach()).contiguous();
 }
 
 torch::Tensor WeightQuantizerImpl::forward(const torch::Tensor& weight) {
@@ -100,7 +110,7 @@ torch::Tensor ActQuantizerImpl::forward(const torch::Tensor& x) {
   }
   const double per_sample = static_cast<double>(x.numel() / std::max<int64_t>(1, x.size(0)));
   const double g = 1.0 / std::sqrt(per_sample * static_cast<double>(highest()));
-  const torch::Tensor s = GradScale(step, g);
+  const torch::Tensor s = GradScale(StepMagnitude(step), g);
   const torch::Tensor v = RoundPass(x / s);
   if (mode_ != Mode::kAsymmetric) {
     return torch::clamp(v, static_cast<double>(lowest()), static_cast<double>(highest())) * s;

@@ -29,8 +29,9 @@ class WeightQuantizerImpl : public torch::nn::Module {
  public:
   WeightQuantizerImpl(const torch::Tensor& weight, int bits);
   torch::Tensor forward(const torch::Tensor& weight);  // fake-quantized weight, same shape
-  // The integer codes (N, K) the forward pass uses, as int8 (export).
+  // The integer codes (N, K) the forward pass uses, as int8, and their scales |step| (export).
   torch::Tensor Codes(const torch::Tensor& weight) const;
+  torch::Tensor Scales() const;
   int bits() const { return bits_; }
   int64_t qmax() const { return (int64_t{1} << (bits_ - 1)) - 1; }
 
@@ -58,7 +59,7 @@ class ActQuantizerImpl : public torch::nn::Module {
   int bits() const { return bits_; }
   Mode mode() const { return mode_; }
   bool initialized() const { return initialized_.item<bool>(); }
-  float Step() const { return step.item<float>(); }
+  float Step() const;  // |step|: what the forward pass uses
   int32_t ZeroPoint() const;  // the integer zero point the forward pass uses (0 unless kAsymmetric)
   int64_t lowest() const;     // smallest code: −Qp (kSigned) or 0
   int64_t highest() const;    // largest code: Qp (kSigned) or 2^b − 1

@@ -48,6 +48,31 @@ TEST(WeightQuantizerTest, ForwardAndGradientsOnAHandCase) {
   EXPECT_EQ(Values(q->Codes(w).to(torch::kFloat32)), (std::vector<float>{1, -3, 0}));
 }
 
+// Training can carry a step through zero: the quantizer uses its magnitude, so the function and
+// the exported scales stay those of |step|.
+TEST(WeightQuantizerTest, ANegativeStepActsAsItsMagnitude) {
+  torch::Tensor w = torch::tensor({{0.3f, -0.9f, 0.05f}});
+  WeightQuantizer q(w, 3);
+  {
+    torch::NoGradGuard no_grad;
+    q->step.fill_(-0.25);
+  }
+  EXPECT_EQ(Values(q(w)), (std::vector<float>{0.25f, -0.75f, 0.0f}));
+  EXPECT_EQ(Values(q->Scales()), (std::vector<float>{0.25f}));
+  EXPECT_EQ(Values(q->Codes(w).to(torch::kFloat32)), (std::vector<float>{1, -3, 0}));
+  ActQuantizer a(4, ActQuantizerImpl::Mode::kAsymmetric);
+  a->train();
+  a(torch::tensor({-1.0f, 2.0f}));
+  const torch::Tensor x = torch::tensor({-0.7f, 0.3f, 1.9f});
+  const std::vector<float> positive = Values(a(x));
+  {
+    torch::NoGradGuard no_grad;
+    a->step.neg_();
+  }
+  EXPECT_EQ(Values(a(x)), positive);
+  EXPECT_GT(a->Step(), 0);
+}
+
 TEST(WeightQuantizerTest, InitialStepIsTwiceMeanAbsOverRootQp) {
   torch::Tensor w = torch::tensor({{1.0f, -3.0f}, {0.5f, 0.5f}});
   WeightQuantizer q(w, 4);  // Qp = 7
