@@ -85,6 +85,14 @@ double OutputSensitivity(const LinearSample& s) {
   return m > 0 ? NuclearNorm(y.data(), m, s.weight.dim(0)) / m : 0.0;
 }
 
+// The Linear whose output is the block's output: attn.proj, mlp.fc2, or the only one.
+const std::string& OutputLayer(const std::vector<std::string>& layers) {
+  for (const std::string& l : layers) {
+    if (absl::EndsWith(l, ".proj") || absl::EndsWith(l, ".fc2")) return l;
+  }
+  return layers.back();
+}
+
 }  // namespace
 
 std::string BlockOf(const std::string& layer) {
@@ -120,11 +128,12 @@ absl::StatusOr<std::vector<BlockChoice>> AssignMixedPrecision(
     c.layers = p.linears;
     if (!p.attention.empty()) c.layers.push_back(p.attention);
     for (const std::string& l : p.linears) c.parameters += linears.at(l).weight.numel();
-    // σ: the attention map for attention blocks, else the block's last Linear's output.
-    if (!p.attention.empty()) {
+    // σ: the attention map for attention blocks (the paper's), or the block's output feature
+    // (its proj / fc2 / only Linear) for every block.
+    if (!p.attention.empty() && o.sensitivity == Sensitivity::kAttentionMap) {
       c.sensitivity = AttentionSensitivity(*attentions.at(p.attention));
     } else if (!p.linears.empty()) {
-      c.sensitivity = OutputSensitivity(linears.at(p.linears.back()));
+      c.sensitivity = OutputSensitivity(linears.at(OutputLayer(p.linears)));
     }
     for (int bits : o.candidate_bits) {
       double err = 0;

@@ -26,7 +26,12 @@ struct LinearSample {
   std::vector<float> bias;  // (N) or empty
 };
 
+// σ of an attention block: the nuclear norm of its attention map (the paper's), or of its
+// output feature like every other block (one scale for all blocks).
+enum class Sensitivity { kAttentionMap, kOutput };
+
 struct MixedPrecisionOptions {
+  Sensitivity sensitivity = Sensitivity::kAttentionMap;
   std::vector<int> candidate_bits = {3, 4, 5, 6, 7, 8};
   double avg_bits = 0;        // budget: the blocks' weights at this average, or
   double size_budget_mb = 0;  // the whole artifact's tensor bytes (fixed parts subtracted)

@@ -46,6 +46,10 @@ CLI::App* AddQuantizeCommand(CLI::App& app, QuantizeFlags& f) {
   avg->excludes(size);
   avg->needs(mp);
   size->needs(mp);
+  cmd->add_option("--mp-sensitivity", f.mp_sensitivity,
+                  "mixed precision: sigma of attention blocks from the attention map's nuclear "
+                  "norm (the paper's) or from the block's output feature, like MLP blocks")
+      ->check(CLI::IsMember({"attention-map", "output"}));
   cmd->add_option("--mp-bits", f.mp_bits, "mixed precision candidate bit-widths")
       ->delimiter(',')
       ->check(CLI::Range(2, 8));
@@ -95,6 +99,8 @@ int RunQuantize(const QuantizeFlags& f) {
   o.mixed.avg_bits = f.avg_bits;
   o.mixed.size_budget_mb = f.size_budget_mb;
   o.mixed.candidate_bits = f.mp_bits;
+  o.mixed.sensitivity = f.mp_sensitivity == "output" ? quant::Sensitivity::kOutput
+                                                     : quant::Sensitivity::kAttentionMap;
   o.percentile = f.percentile;
   o.bits.all = {f.wbits, f.abits};
   if (!f.profile.empty()) {

@@ -25,6 +25,7 @@ struct QuantizeFlags {
   bool mixed_precision = false;
   double avg_bits = 0, size_budget_mb = 0;
   std::vector<int> mp_bits = {3, 4, 5, 6, 7, 8};
+  std::string mp_sensitivity = "attention-map";
   std::string output;
 };
 

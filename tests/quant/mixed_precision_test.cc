@@ -60,6 +60,39 @@ TEST(MixedPrecision, SensitiveBlocksGetMoreBitsWithinTheBudget) {
   for (const BlockChoice& c : *choices) EXPECT_GT(c.error.front(), c.error.back()) << c.block;
 }
 
+// An attention block's σ is its attention map's nuclear norm (per row, averaged over heads), or
+// with Sensitivity::kOutput the nuclear norm of its proj output like any other block.
+TEST(MixedPrecision, AttentionBlockSensitivityFromTheMapOrTheOutput) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal;
+  const int64_t heads = 2, n = 5, d = 4;
+  std::vector<float> qkv(3 * heads * n * d);
+  for (float& v : qkv) v = normal(rng);
+  AttentionSample sample;
+  sample.Record(qkv.data(), qkv.data() + heads * n * d, qkv.data() + 2 * heads * n * d, heads, n,
+                d, nullptr, 1);
+  std::map<std::string, LinearSample> linears;
+  linears.emplace("blocks.0.attn.proj", Sample(1, 1.0f));
+  linears.emplace("blocks.0.attn.qkv", Sample(2, 0.1f));
+  const std::map<std::string, const AttentionSample*> attentions = {
+      {"blocks.0.attn.matmul", &sample}};
+  MixedPrecisionOptions o;
+  o.candidate_bits = {8};
+  o.avg_bits = 8;
+  auto by_map = AssignMixedPrecision(linears, attentions, o);
+  o.sensitivity = Sensitivity::kOutput;
+  auto by_output = AssignMixedPrecision(linears, attentions, o);
+  ASSERT_TRUE(by_map.ok() && by_output.ok());
+  ASSERT_EQ(by_map->size(), 1u);
+  EXPECT_EQ((*by_map)[0].layers.size(), 3u);  // proj, qkv and the matmul
+  // Softmax rows sum to 1: the map's spectral norm is at least 1 (A·1 = 1) and its Frobenius
+  // norm at most √n, so its nuclear norm per row lies in [1/n, 1].
+  EXPECT_LE((*by_map)[0].sensitivity, 1.0 + 1e-6);
+  EXPECT_GE((*by_map)[0].sensitivity, 1.0 / double(n) - 1e-6);
+  // The proj output (gain 1) is larger than the qkv one (gain 0.1): proj was used.
+  EXPECT_GT((*by_output)[0].sensitivity, 1.0);
+}
+
 TEST(MixedPrecision, BudgetErrors) {
   std::map<std::string, LinearSample> linears;
   linears.emplace("blocks.0.mlp.fc1", Sample(1, 1.0f));
