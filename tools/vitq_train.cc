@@ -62,7 +62,8 @@ void AddSchedule(CLI::App* app, TrainOptions& o) {
       ->check(CLI::Range(0.0, 1.0));
   app->add_option("--seed", o.seed, "seed of data order, augmentation and initialisation");
   app->add_option("--threads", o.threads, "LibTorch threads")->check(CLI::Range(1, 256));
-  app->add_flag("--resume", o.resume, "continue from OUTPUT/checkpoint.pt if it exists");
+  app->add_flag("--resume", o.resume,
+                "continue from the run's checkpoint.pt (OUTPUT/, qat: --work-dir) if it exists");
   app->add_option(
       "--max-epochs-this-run", o.max_epochs_this_run,
       "stop after this many epochs (time-boxed sessions); continue later with --resume");
@@ -357,6 +358,7 @@ int RunQat(QatFlags& f, const std::string& command) {
 }
 
 void AddQat(CLI::App* app, QatFlags& f) {
+  app->option_defaults()->always_capture_default();  // --help shows the QAT schedule's defaults
   QatOptions& o = f.options;
   TrainOptions& t = o.train;
   // QAT fine-tunes a trained model: a short, gentle schedule (docs/RESULTS.md, Q-ViT).
