@@ -216,6 +216,18 @@ float MaxAbsStep(std::span<const float> x, int bits) {
 
 }  // namespace
 
+std::vector<float> SoftmaxRows(std::span<const float> scores, int64_t row_len) {
+  std::vector<float> probs(scores.begin(), scores.end());
+  for (size_t begin = 0; begin + row_len <= probs.size(); begin += row_len) {
+    float* p = &probs[begin];
+    const float mx = *std::max_element(p, p + row_len);
+    float sum = 0;
+    for (int64_t j = 0; j < row_len; ++j) sum += (p[j] = std::exp(p[j] - mx));
+    for (int64_t j = 0; j < row_len; ++j) p[j] /= sum;
+  }
+  return probs;
+}
+
 std::vector<float> AttentionScores(const AttentionOperands& a, float q_step, float k_step,
                                    int bits) {
   const std::vector<float> q = SymmetricCopy(a.q, q_step, bits), k = SymmetricCopy(a.k, k_step, bits);
@@ -237,14 +249,7 @@ std::vector<float> AttentionOutput(const AttentionOperands& a, std::span<const f
   pq.bits = probs_bits;
   pq.scale = probs_step;
   pq.zero_point = 0;
-  std::vector<float> probs(scores.begin(), scores.end());
-  for (int64_t row = 0; row < a.count * n; ++row) {
-    float* p = &probs[row * n];
-    const float mx = *std::max_element(p, p + n);
-    float sum = 0;
-    for (int64_t j = 0; j < n; ++j) sum += (p[j] = std::exp(p[j] - mx));
-    for (int64_t j = 0; j < n; ++j) p[j] /= sum;
-  }
+  std::vector<float> probs = SoftmaxRows(scores, n);
   if (probs_step > 0)
     FakeQuantActivations(probs.data(), static_cast<int64_t>(probs.size()), pq, probs.data());
   std::vector<float> out(static_cast<size_t>(a.count * n * d));

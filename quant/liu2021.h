@@ -84,6 +84,8 @@ struct AttentionOperands {
 // [−Qp, Qp], step 0: float): (count, tokens, tokens).
 std::vector<float> AttentionScores(const AttentionOperands& a, float q_step, float k_step,
                                    int bits);
+// Softmax of each row of `row_len` values.
+std::vector<float> SoftmaxRows(std::span<const float> scores, int64_t row_len);
 // softmax(scores)·v per matrix with the probabilities quantized unsigned (zero point 0) with
 // `probs_step` and v symmetric with `v_step` (0: float): (count, tokens, d).
 std::vector<float> AttentionOutput(const AttentionOperands& a, std::span<const float> scores,

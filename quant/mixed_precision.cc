@@ -65,15 +65,8 @@ double AttentionError(const AttentionSample& sample, int bits) {
 // Mean over the sampled heads of the attention map's nuclear norm per row.
 double AttentionSensitivity(const AttentionSample& sample) {
   const liu2021::AttentionOperands a = Operands(sample);
-  std::vector<float> probs = liu2021::AttentionScores(a, 0, 0, 8);
   const int64_t n = a.tokens;
-  for (int64_t row = 0; row < a.count * n; ++row) {
-    float* s = &probs[row * n];
-    const float mx = *std::max_element(s, s + n);
-    float sum = 0;
-    for (int64_t j = 0; j < n; ++j) sum += (s[j] = std::exp(s[j] - mx));
-    for (int64_t j = 0; j < n; ++j) s[j] /= sum;
-  }
+  const std::vector<float> probs = liu2021::SoftmaxRows(liu2021::AttentionScores(a, 0, 0, 8), n);
   double total = 0;
   for (int64_t m = 0; m < a.count; ++m) total += NuclearNorm(&probs[m * n * n], n, n) / n;
   return a.count > 0 ? total / a.count : 0.0;
