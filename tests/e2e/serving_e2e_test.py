@@ -139,7 +139,7 @@ class ServingTest(unittest.TestCase):
     def test_kserve_metadata_and_readiness(self):
         self.assertTrue(self.client.server_ready(10))
         metadata = self.client.model_metadata("fmnist-deit", "", 10)
-        self.assertEqual(set(metadata.versions), {"fp32", "w8a8", "w6a6", "w4a4", "qvit-w4a4"})
+        self.assertEqual(set(metadata.versions), {"fp32", "w8a8", "w6a6", "w4a4", "qvit-w4a4", "qvit-w2a2"})
         self.assertEqual([t.name for t in metadata.inputs], ["image", "input"])
         self.assertEqual(list(metadata.inputs[1].shape), [-1, 1, 28, 28])
         with self.assertRaises(grpc.RpcError) as error:
@@ -358,7 +358,8 @@ class HotSwitchTest(unittest.TestCase):
         table = self.routing()
         self.assertEqual(int(table["generation"]), 2)
         self.assertEqual(table["weights"],
-                         {"fp32": 0.0, "w8a8": 1.0, "w6a6": 0.0, "w4a4": 0.0, "qvit-w4a4": 0.0})
+                         {"fp32": 0.0, "w8a8": 1.0, "w6a6": 0.0, "w4a4": 0.0, "qvit-w4a4": 0.0,
+                          "qvit-w2a2": 0.0})
         self.assertEqual(table["shadow_variant"], "fp32")
 
         self.write_config(self.default_yaml.replace("w4a4.safetensors", "missing.safetensors"))
