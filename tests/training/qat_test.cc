@@ -4,6 +4,8 @@
 // model on 500 test images.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <numeric>
 
