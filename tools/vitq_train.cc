@@ -264,8 +264,8 @@ struct QatFlags {
   int64_t verify_images = 10000;
 };
 
-std::string QatProvenance(const QatFlags& f, const TrainResult& r, const Agreement* agreement,
-                          const std::string& command) {
+std::string QatProvenance(const QatFlags& f, int64_t train_images, const TrainResult& r,
+                          const Agreement* agreement, const std::string& command) {
   const QatOptions& o = f.options;
   const TrainOptions& t = o.train;
   nlohmann::ordered_json j = {
@@ -283,7 +283,7 @@ std::string QatProvenance(const QatFlags& f, const TrainResult& r, const Agreeme
         {"lr", t.lr},
         {"optimizer", "adamw"},
         {"command", command}}},
-      {"calibration", {{"data", f.data.train_data}, {"count", -1}, {"seed", t.seed}}},
+      {"calibration", {{"data", f.data.train_data}, {"count", train_images}, {"seed", t.seed}}},
       {"source", f.model},
       {"tool", "vitq-train qat 0.1"},
       {"accuracy",
@@ -331,7 +331,7 @@ int RunQat(QatFlags& f, const std::string& command) {
     return 0;
   }
   Classifier& student = *models->student;
-  if (absl::Status s = ExportQatArtifact(student, c, QatProvenance(f, *result, nullptr, command),
+  if (absl::Status s = ExportQatArtifact(student, c, QatProvenance(f, train->count, *result, nullptr, command),
                                          f.output);
       !s.ok())
     return Fail(s);
@@ -339,7 +339,7 @@ int RunQat(QatFlags& f, const std::string& command) {
   if (!agreement.ok()) return Fail(agreement.status());
   // Rewritten with what the engine measured on the exported file.
   if (absl::Status s = ExportQatArtifact(
-          student, c, QatProvenance(f, *result, &*agreement, command), f.output);
+          student, c, QatProvenance(f, train->count, *result, &*agreement, command), f.output);
       !s.ok())
     return Fail(s);
   std::printf(
