@@ -25,6 +25,11 @@ absl::StatusOr<Precision> ParsePrecision(const std::string& name) {
       absl::StrCat("unknown precision '", name, "' (expected fp32 or bf16)"));
 }
 
+bool IsEdgeLayer(const std::string& layer) {
+  return layer == "patch_embed.proj" || layer == "head" || layer == "head_dist" ||
+         layer == "head.fc";
+}
+
 std::string SpecName(const QuantSpec& spec) {
   if (spec.precision != Precision::kInt8) return PrecisionName(spec.precision);
   if (spec.is_attention) {

@@ -75,6 +75,10 @@ struct QuantSpec {
 std::string SpecName(const QuantSpec& spec);
 absl::Status ValidateSpec(const QuantSpec& spec);
 
+// The patch embedding and the classifier heads ("patch_embed.proj", "head", "head_dist",
+// "head.fc"): the layers PTQ and QAT keep at their own (8-bit by default) precision.
+bool IsEdgeLayer(const std::string& layer);
+
 // Chooses the QuantSpec of each layer by its checkpoint-style name, e.g.
 // "blocks.3.attn.qkv", "blocks.3.attn.matmul" (the two attention matmuls), "head".
 using PrecisionPlan = std::function<QuantSpec(const std::string& layer_name)>;

@@ -32,34 +32,44 @@ std::vector<float> FloatOutputs(const LinearSample& s, const std::vector<float>&
   return liu2021::QuantizedOutput(layer, 0, 8, 0, 8);
 }
 
-// The Linear's output error with the engine's max-based quantizers at `bits` (W and A).
-double LinearError(const LinearSample& s, int bits) {
+// Adds to errors[i] the Linear's output error with the engine's max-based quantizers at
+// candidate_bits[i] (weights and activations).
+void AddLinearErrors(const LinearSample& s, const std::vector<int>& candidate_bits,
+                     std::vector<double>& errors) {
   const int64_t n = s.weight.dim(0), m = static_cast<int64_t>(s.rows.size()) / s.k;
   const std::vector<float> reference = FloatOutputs(s, s.rows);
-  const std::vector<float> w_hat =
-      DequantizeWeights(QuantizeWeights(s.weight.data(), n, s.k, bits));
   std::vector<float> x_hat(s.rows.size());
-  FakeQuantActivations(s.rows.data(), static_cast<int64_t>(s.rows.size()),
-                       ActQuantFromRange(s.min, s.max, bits), x_hat.data());
-  const liu2021::LinearLayer layer{x_hat, w_hat, s.bias, m, s.k, n};
-  return MeanRowSquaredError(reference, liu2021::QuantizedOutput(layer, 0, 8, 0, 8), m);
+  for (size_t i = 0; i < candidate_bits.size(); ++i) {
+    const int bits = candidate_bits[i];
+    const std::vector<float> w_hat =
+        DequantizeWeights(QuantizeWeights(s.weight.data(), n, s.k, bits));
+    FakeQuantActivations(s.rows.data(), static_cast<int64_t>(s.rows.size()),
+                         ActQuantFromRange(s.min, s.max, bits), x_hat.data());
+    const liu2021::LinearLayer layer{x_hat, w_hat, s.bias, m, s.k, n};
+    errors[i] += MeanRowSquaredError(reference, liu2021::QuantizedOutput(layer, 0, 8, 0, 8), m);
+  }
 }
 
 liu2021::AttentionOperands Operands(const AttentionSample& a) {
   return {a.q(), a.k(), a.v(), a.bias(), a.count(), a.tokens(), a.head_dim()};
 }
 
-double AttentionError(const AttentionSample& sample, int bits) {
+// Likewise for the attention's output with max-based q, k, v and softmax-output quantizers.
+void AddAttentionErrors(const AttentionSample& sample, const std::vector<int>& candidate_bits,
+                        std::vector<double>& errors) {
   const liu2021::AttentionOperands a = Operands(sample);
   const std::vector<float> reference =
-      liu2021::AttentionOutput(a, liu2021::AttentionScores(a, 0, 0, bits), 0, bits, 0, bits);
-  const auto q = static_cast<float>(liu2021::InitialStep(a.q, bits));
-  const auto k = static_cast<float>(liu2021::InitialStep(a.k, bits));
-  const auto v = static_cast<float>(liu2021::InitialStep(a.v, bits));
-  const std::vector<float> quantized =
-      liu2021::AttentionOutput(a, liu2021::AttentionScores(a, q, k, bits),
-                               1.0f / static_cast<float>((1 << bits) - 1), bits, v, bits);
-  return MeanRowSquaredError(reference, quantized, a.count * a.tokens);
+      liu2021::AttentionOutput(a, liu2021::AttentionScores(a, 0, 0, 8), 0, 8, 0, 8);
+  for (size_t i = 0; i < candidate_bits.size(); ++i) {
+    const int bits = candidate_bits[i];
+    const auto q = static_cast<float>(liu2021::InitialStep(a.q, bits));
+    const auto k = static_cast<float>(liu2021::InitialStep(a.k, bits));
+    const auto v = static_cast<float>(liu2021::InitialStep(a.v, bits));
+    const std::vector<float> quantized =
+        liu2021::AttentionOutput(a, liu2021::AttentionScores(a, q, k, bits),
+                                 1.0f / static_cast<float>((1 << bits) - 1), bits, v, bits);
+    errors[i] += MeanRowSquaredError(reference, quantized, a.count * a.tokens);
+  }
 }
 
 // Mean over the sampled heads of the attention map's nuclear norm per row.
@@ -128,12 +138,10 @@ absl::StatusOr<std::vector<BlockChoice>> AssignMixedPrecision(
     } else if (!p.linears.empty()) {
       c.sensitivity = OutputSensitivity(linears.at(OutputLayer(p.linears)));
     }
-    for (int bits : o.candidate_bits) {
-      double err = 0;
-      for (const std::string& l : p.linears) err += LinearError(linears.at(l), bits);
-      if (!p.attention.empty()) err += AttentionError(*attentions.at(p.attention), bits);
-      c.error.push_back(err);
-    }
+    c.error.assign(o.candidate_bits.size(), 0.0);
+    for (const std::string& l : p.linears) AddLinearErrors(linears.at(l), o.candidate_bits, c.error);
+    if (!p.attention.empty())
+      AddAttentionErrors(*attentions.at(p.attention), o.candidate_bits, c.error);
     block_parameters += c.parameters;
     blocks.push_back({c.sensitivity, c.parameters, o.candidate_bits, c.error});
     choices.push_back(std::move(c));

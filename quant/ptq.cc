@@ -22,11 +22,6 @@
 namespace vitq::quant {
 namespace {
 
-bool IsEdgeLayer(const std::string& layer) {
-  return layer == "patch_embed.proj" || layer == "head" || layer == "head_dist" ||
-         layer == "head.fc";
-}
-
 absl::Status ValidBits(const LayerBits& b, const std::string& where) {
   QuantSpec s;
   s.precision = Precision::kInt8;

@@ -19,11 +19,6 @@ namespace {
 
 namespace F = torch::nn::functional;
 
-bool IsEdgeLayer(const std::string& layer) {
-  return layer == "patch_embed.proj" || layer == "head" || layer == "head_dist" ||
-         layer == "head.fc";
-}
-
 std::span<const uint8_t> Bytes(const torch::Tensor& contiguous) {
   return {static_cast<const uint8_t*>(contiguous.data_ptr()),
           static_cast<size_t>(contiguous.numel()) * contiguous.element_size()};

@@ -18,8 +18,6 @@ torch::Tensor StepMagnitude(const torch::Tensor& step) { return step.abs().clamp
 
 }  // namespace
 
-float ActQuantizerImpl::Step() const { return StepMagnitude(step.detach()).item<float>(); }
-
 torch::Tensor GradScale(const torch::Tensor& x, double scale) {
   const torch::Tensor scaled = x * scale;
   return (x - scaled).detach() + scaled;
@@ -80,6 +78,8 @@ int64_t ActQuantizerImpl::lowest() const {
 int64_t ActQuantizerImpl::highest() const {
   return mode_ == Mode::kSigned ? (int64_t{1} << (bits_ - 1)) - 1 : (int64_t{1} << bits_) - 1;
 }
+
+float ActQuantizerImpl::Step() const { return StepMagnitude(step.detach()).item<float>(); }
 
 int32_t ActQuantizerImpl::ZeroPoint() const {
   if (mode_ != Mode::kAsymmetric) return 0;
