@@ -247,11 +247,21 @@ int RunPredict(const std::string& model_path, const std::string& data_spec,
   return 0;
 }
 
+const char* IrmName(Irm irm) {
+  switch (irm) {
+    case Irm::kNone: return "none";
+    case Irm::kAffine: return "affine";
+    case Irm::kLayerNorm: return "layernorm";
+  }
+  return "?";
+}
+
 // What the QAT run is called in the artifact: Q-ViT with all parts, else LSQ plus the parts.
 std::string QatMethodName(const QatOptions& o) {
-  if (o.rectify && o.dgd && o.distill) return "qvit";
+  const bool irm = o.irm != Irm::kNone;
+  if (irm && o.dgd && o.distill) return "qvit";
   std::string name = "lsq";
-  if (o.rectify) name += "+irm";
+  if (irm) name += "+irm";
   if (o.dgd) name += "+dgd";
   if (o.distill) name += "+distill";
   return name;
@@ -274,10 +284,11 @@ std::string QatProvenance(const QatFlags& f, int64_t train_images, const TrainRe
        {{"weight_bits", o.bits.weight_bits},
         {"act_bits", o.bits.act_bits},
         {"edge_bits", o.edge.weight_bits},
-        {"irm", o.rectify},
+        {"irm", IrmName(o.irm)},
         {"dgd", o.dgd},
         {"distill", o.distill},
         {"dgd_weight", o.dgd_weight},
+        {"dgd_reduction", o.dgd_reduction == DgdReduction::kMean ? "mean" : "sum"},
         {"epochs", r.epochs_done},
         {"batch", t.batch_size},
         {"lr", t.lr},
@@ -387,12 +398,26 @@ void AddQat(CLI::App* app, QatFlags& f) {
                   "weight and activation bits of the patch embedding and the heads")
       ->check(CLI::Range(2, 8))
       ->each([&o](const std::string&) { o.edge.act_bits = o.edge.weight_bits; });
-  app->add_flag("!--no-irm", o.rectify, "no Information Rectification Module on q and k");
+  app->add_option("--irm", o.irm,
+                  "form of the Information Rectification Module on q and k: affine (per-channel, "
+                  "starts as the identity, folded into the qkv projection at export) or layernorm "
+                  "(per token, as Q-ViT's released code)")
+      ->transform(CLI::CheckedTransformer(
+          std::map<std::string, Irm>{{"affine", Irm::kAffine}, {"layernorm", Irm::kLayerNorm}}))
+      ->default_str("affine");
+  app->add_flag_callback(
+      "--no-irm", [&o] { o.irm = Irm::kNone; }, "no Information Rectification Module");
   app->add_flag("!--no-dgd", o.dgd, "no Distribution-Guided Distillation loss");
   app->add_flag("!--no-distill", o.distill,
                 "class loss on the labels only (no teacher labels)");
   app->add_option("--dgd-weight", o.dgd_weight, "weight of the DGD loss")
       ->check(CLI::NonNegativeNumber);
+  app->add_option("--dgd-reduction", o.dgd_reduction,
+                  "DGD over layers and heads: mean (default; the loss stays the size of the class "
+                  "loss) or sum (the paper's formula: 2*layers*heads times larger)")
+      ->transform(CLI::CheckedTransformer(std::map<std::string, DgdReduction>{
+          {"mean", DgdReduction::kMean}, {"sum", DgdReduction::kSum}}))
+      ->default_str("mean");
   app->add_option("--verify-images", f.verify_images,
                   "test images on which the served artifact is compared with the trained model")
       ->check(CLI::NonNegativeNumber);

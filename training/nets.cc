@@ -346,26 +346,28 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   return proj(out);
 }
 
-void AttentionImpl::EnableQuantization(int bits, bool rectify) {
+void AttentionImpl::EnableQuantization(int bits, Irm irm) {
   using Mode = ActQuantizerImpl::Mode;
   q_quant = register_module("q_quant", ActQuantizer(bits, Mode::kSigned));
   k_quant = register_module("k_quant", ActQuantizer(bits, Mode::kSigned));
   v_quant = register_module("v_quant", ActQuantizer(bits, Mode::kSigned));
   probs_quant = register_module("probs_quant", ActQuantizer(bits, Mode::kUnsigned));
-  if (rectify) {
-    q_norm = register_module("q_norm", Rectifier(heads_, head_dim_));
-    k_norm = register_module("k_norm", Rectifier(heads_, head_dim_));
-  }
+  if (irm == Irm::kNone) return;
+  // The affine IRM folds its shift into the qkv bias at export.
+  if (irm == Irm::kAffine && !qkv->bias.defined())
+    throw std::invalid_argument("the affine IRM needs a qkv bias (qkv_bias: true)");
+  q_norm = register_module("q_norm", Rectifier(heads_, head_dim_, irm));
+  k_norm = register_module("k_norm", Rectifier(heads_, head_dim_, irm));
 }
 
 void EnableQuantization(Classifier& model, const std::function<QatBits(const std::string&)>& bits,
-                        bool rectify) {
+                        Irm irm) {
   for (const auto& item : model.named_modules("", /*include_self=*/false)) {
     if (auto* linear = dynamic_cast<QLinearImpl*>(item.value().get())) {
       const QatBits b = bits(item.key());
       linear->EnableQuantization(b.weight_bits, b.act_bits);
     } else if (auto* attn = dynamic_cast<AttentionImpl*>(item.value().get())) {
-      attn->EnableQuantization(bits(item.key() + ".matmul").act_bits, rectify);
+      attn->EnableQuantization(bits(item.key() + ".matmul").act_bits, irm);
     }
   }
 }

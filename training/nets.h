@@ -58,8 +58,8 @@ class AttentionImpl : public torch::nn::Module {
   AttentionImpl(int64_t dim, int64_t heads, bool qkv_bias);
   // x: (B, N, C); bias (relative position bias and mask) broadcastable to (B, heads, N, N).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& bias = {});
-  // q, k, v and softmax output quantized to `bits`; `rectify` adds the IRM on q and k.
-  void EnableQuantization(int bits, bool rectify);
+  // q, k, v and softmax output quantized to `bits`; `irm` adds that form of the IRM on q and k.
+  void EnableQuantization(int bits, Irm irm);
   bool quantized() const { return !q_quant.is_empty(); }
   int64_t heads() const { return heads_; }
   int64_t head_dim() const { return head_dim_; }
@@ -85,9 +85,10 @@ struct QatBits {
 };
 
 // Turns on fake quantization in every Linear and attention of `model` (after its float
-// weights are loaded, before the optimizer is made); `rectify` adds the IRM to attentions.
+// weights are loaded, before the optimizer is made); `irm` adds that form of the IRM to
+// attentions.
 void EnableQuantization(Classifier& model, const std::function<QatBits(const std::string&)>& bits,
-                        bool rectify);
+                        Irm irm);
 // Every attention of `model` appends its q and k to `sink` (nullptr: stop).
 void SetQkCapture(Classifier& model, QkCapture* sink);
 

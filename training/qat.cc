@@ -1,5 +1,6 @@
 #include "training/qat.h"
 
+#include <cmath>
 #include <cstring>
 #include <map>
 #include <numeric>
@@ -66,13 +67,52 @@ absl::StatusOr<QuantSpec> AttentionSpec(const std::string& layer, AttentionImpl&
   s.attn.k_scale = a.k_quant->Step();
   s.attn.v_scale = a.v_quant->Step();
   s.attn.probs_scale = a.probs_quant->Step();
-  if (!a.q_norm.is_empty()) {  // tensors <block>.attn.q_norm.* are written as float parameters
+  if (!a.q_norm.is_empty() && a.q_norm->form() == Irm::kLayerNorm) {
+    // tensors <block>.attn.q_norm.* are written as float parameters
     s.attn.rectify = true;
     s.attn.rectify_eps = static_cast<float>(a.q_norm->eps());
   }
   if (absl::Status st = ValidateSpec(s); !st.ok())
     return absl::InvalidArgumentError(absl::StrCat(layer, ": ", st.message()));
   return s;
+}
+
+// The affine IRM of one attention as a map of its qkv output rows, out ← scale⊙out + shift
+// (q rows, then k rows, v rows unchanged): what export folds into the qkv projection.
+struct QkvFold {
+  torch::Tensor scale, shift;  // (3·dim)
+};
+
+// Folds of every attention with the affine IRM, by the name of its qkv Linear.
+std::map<std::string, QkvFold> AffineIrmFolds(Classifier& student) {
+  std::map<std::string, QkvFold> folds;
+  for (const auto& item : student.named_modules("", /*include_self=*/false)) {
+    auto* attn = dynamic_cast<AttentionImpl*>(item.value().get());
+    if (!attn || attn->q_norm.is_empty() || attn->q_norm->form() != Irm::kAffine) continue;
+    const torch::Tensor v_scale = torch::ones({attn->heads() * attn->head_dim()});
+    folds[item.key() + ".qkv"] = {
+        torch::cat({attn->q_norm->AffineScale().flatten(), attn->k_norm->AffineScale().flatten(),
+                    v_scale})
+            .contiguous(),
+        torch::cat({attn->q_norm->AffineShift().flatten(), attn->k_norm->AffineShift().flatten(),
+                    torch::zeros_like(v_scale)})
+            .contiguous()};
+  }
+  return folds;
+}
+
+// Row r of the layer's output scaled by a: its step times |a|, its codes negated when a < 0
+// (the codes are symmetric, [−Qp, Qp]).
+void FoldIntoWeight(const QkvFold& fold, WeightQuant& weight) {
+  const float* scale = fold.scale.data_ptr<float>();
+  for (int64_t r = 0; r < weight.rows; ++r) {
+    weight.scales[r] *= std::abs(scale[r]);
+    if (scale[r] >= 0) continue;
+    for (int64_t c = 0; c < weight.cols; ++c) {
+      int8_t& code = weight.values[r * weight.cols + c];
+      code = static_cast<int8_t>(-code);
+    }
+  }
 }
 
 }  // namespace
@@ -102,7 +142,7 @@ absl::StatusOr<QatModels> MakeQatModels(const std::string& fp_checkpoint, const 
   for (auto& p : m.teacher->parameters()) p.set_requires_grad(false);
   try {
     EnableQuantization(
-        *m.student, [&](const std::string& layer) { return LayerBitsFor(o, layer); }, o.rectify);
+        *m.student, [&](const std::string& layer) { return LayerBitsFor(o, layer); }, o.irm);
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(e.what());
   }
@@ -133,7 +173,7 @@ absl::StatusOr<TrainResult> TrainQat(QatModels& m, const data::LabeledImages& tr
     const torch::Tensor& second_logits = out.dist.defined() ? out.dist : out.logits;
     torch::Tensor loss = 0.5 * F::cross_entropy(out.logits, y, ce) +
                          0.5 * F::cross_entropy(second_logits, second_target, ce);
-    if (o.dgd) loss = loss + o.dgd_weight * DgdLoss(student_qk, teacher_qk);
+    if (o.dgd) loss = loss + o.dgd_weight * DgdLoss(student_qk, teacher_qk, o.dgd_reduction);
     return StepOutput{loss, out};
   };
   return TrainWithLoss(student, train, test, mean, std, o.train, step_loss);
@@ -145,12 +185,14 @@ absl::Status ExportQatArtifact(Classifier& student, const ModelConfig& config,
   SafetensorsWriter writer;
   std::map<std::string, QuantSpec> layers;
   std::set<std::string> integer_weights;  // parameters written as codes, not floats
+  const std::map<std::string, QkvFold> folds = AffineIrmFolds(student);
   for (const auto& item : student.named_modules("", /*include_self=*/false)) {
     const std::string& name = item.key();
     if (auto* linear = dynamic_cast<QLinearImpl*>(item.value().get());
         linear && linear->quantized()) {
       WeightQuant weight;
       VITQ_ASSIGN_OR_RETURN(layers[name], LinearSpec(name, *linear, weight));
+      if (auto fold = folds.find(name); fold != folds.end()) FoldIntoWeight(fold->second, weight);
       AddQuantizedWeight(writer, name, weight);
       integer_weights.insert(name + ".weight");
     } else if (auto* attn = dynamic_cast<AttentionImpl*>(item.value().get());
@@ -159,8 +201,20 @@ absl::Status ExportQatArtifact(Classifier& student, const ModelConfig& config,
     }
   }
   for (const auto& p : student.named_parameters()) {
-    if (integer_weights.count(p.key()) || absl::StrContains(p.key(), "_quant.")) continue;
-    AddFloat(writer, p.key(), p.value());
+    const std::string& key = p.key();
+    if (integer_weights.count(key) || absl::StrContains(key, "_quant.")) continue;
+    const std::string owner = key.substr(0, key.rfind('.'));
+    if (auto fold = folds.find(owner); fold != folds.end()) {
+      if (absl::EndsWith(key, ".bias")) {
+        AddFloat(writer, key, p.value() * fold->second.scale + fold->second.shift);
+      }
+      continue;  // the weight went as codes above
+    }
+    // The affine IRM's own parameters are in the qkv projection now.
+    const bool affine_irm_parameter =
+        (absl::StrContains(key, ".q_norm.") || absl::StrContains(key, ".k_norm.")) &&
+        folds.count(owner.substr(0, owner.rfind('.')) + ".qkv");
+    if (!affine_irm_parameter) AddFloat(writer, key, p.value());
   }
   SetArtifactMetadata(writer, config, layers, provenance_json);
   return writer.WriteFile(output);

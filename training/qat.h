@@ -22,10 +22,11 @@ namespace vitq::training {
 struct QatOptions {
   QatBits bits{4, 4};  // every block Linear and attention
   QatBits edge{8, 8};  // patch embedding and classifier heads (Q-ViT keeps them at 8 bits)
-  bool rectify = true;     // IRM on q and k
+  Irm irm = Irm::kAffine;  // IRM on q and k (kNone: off)
   bool dgd = true;         // Distribution-Guided Distillation
   bool distill = true;     // teacher's hard labels in the class loss
   double dgd_weight = 1.0;  // λ
+  DgdReduction dgd_reduction = DgdReduction::kMean;
   TrainOptions train;       // schedule, augmentation, checkpoints (train.out_dir), resume
 };
 

@@ -123,9 +123,16 @@ torch::Tensor ActQuantizerImpl::forward(const torch::Tensor& x) {
 
 // ---- IRM ------------------------------------------------------------------------------
 
-RectifierImpl::RectifierImpl(int64_t heads, int64_t head_dim, double eps) : eps_(eps) {
+RectifierImpl::RectifierImpl(int64_t heads, int64_t head_dim, Irm form, double eps)
+    : form_(form), eps_(eps) {
+  if (form == Irm::kNone) throw std::invalid_argument("Rectifier: form kNone has no module");
+  const bool affine = form == Irm::kAffine;
   weight = register_parameter("weight", torch::ones({heads, head_dim}));
   bias = register_parameter("bias", torch::zeros({heads, head_dim}));
+  if (affine) {
+    mean = register_buffer("mean", torch::zeros({heads, head_dim}));
+    std = register_buffer("std", torch::ones({heads, head_dim}));
+  }
   initialized_ = register_buffer("initialized", torch::zeros({1}, torch::kBool));
 }
 
@@ -133,16 +140,31 @@ torch::Tensor RectifierImpl::Normalize(const torch::Tensor& x) const {
   return torch::layer_norm(x, {x.size(-1)}, {}, {}, eps_);
 }
 
-torch::Tensor RectifierImpl::forward(const torch::Tensor& x) {
-  const int64_t heads = weight.size(0), d = weight.size(1);
-  if (!initialized_.item<bool>() && is_training()) {
-    torch::NoGradGuard no_grad;
+void RectifierImpl::Initialize(const torch::Tensor& x) {
+  torch::NoGradGuard no_grad;
+  const std::vector<int64_t> batch_and_tokens{0, 2};
+  if (form_ == Irm::kAffine) {  // γ = 1, β = 0 stay: the identity
+    mean.copy_(x.mean(batch_and_tokens));
+    std.copy_((x.var(batch_and_tokens, /*unbiased=*/false) + eps_).sqrt());
+  } else {
+    const int64_t heads = weight.size(0), d = weight.size(1);
     const torch::Tensor per_token_std = (x.var(-1, /*unbiased=*/false) + eps_).sqrt();  // (B,H,N)
-    weight.copy_(per_token_std.mean(std::vector<int64_t>{0, 2}).unsqueeze(1).expand({heads, d}));
-    bias.copy_(x.mean(std::vector<int64_t>{0, 2}));  // (H, d): the channel means
-    initialized_.fill_(true);
+    weight.copy_(per_token_std.mean(batch_and_tokens).unsqueeze(1).expand({heads, d}));
+    bias.copy_(x.mean(batch_and_tokens));  // (H, d): the channel means
   }
-  return Normalize(x) * weight.view({1, heads, 1, d}) + bias.view({1, heads, 1, d});
+  initialized_.fill_(true);
+}
+
+torch::Tensor RectifierImpl::AffineScale() const { return weight; }
+
+torch::Tensor RectifierImpl::AffineShift() const { return mean * (1 - weight) + bias * std; }
+
+torch::Tensor RectifierImpl::forward(const torch::Tensor& x) {
+  if (!initialized_.item<bool>() && is_training()) Initialize(x);
+  const int64_t heads = weight.size(0), d = weight.size(1);
+  auto per_channel = [&](const torch::Tensor& t) { return t.view({1, heads, 1, d}); };
+  if (form_ == Irm::kAffine) return x * per_channel(AffineScale()) + per_channel(AffineShift());
+  return Normalize(x) * per_channel(weight) + per_channel(bias);
 }
 
 // ---- DGD ------------------------------------------------------------------------------
@@ -153,17 +175,22 @@ torch::Tensor PatchSimilarity(const torch::Tensor& x) {
   return g / norm.unsqueeze(-1).unsqueeze(-1);
 }
 
-torch::Tensor DgdLoss(const QkCapture& student, const QkCapture& teacher) {
+torch::Tensor DgdLoss(const QkCapture& student, const QkCapture& teacher,
+                      DgdReduction reduction) {
   if (student.q.size() != teacher.q.size() || student.k.size() != teacher.k.size())
     throw std::invalid_argument("DGD: student and teacher captured different layer counts");
   torch::Tensor total = torch::zeros({});
-  auto term = [](const torch::Tensor& s, const torch::Tensor& t) {
+  int64_t terms = 0;
+  auto add = [&](const torch::Tensor& s, const torch::Tensor& t) {
     const torch::Tensor diff = PatchSimilarity(t.detach()) - PatchSimilarity(s);
-    return diff.flatten(2).norm(2, -1).sum(1).mean();  // Σ_heads ‖·‖_F, mean over the batch
+    total = total + diff.flatten(2).norm(2, -1).sum(1).mean();  // Σ_heads ‖·‖_F, batch mean
+    terms += s.size(1);
   };
   for (size_t l = 0; l < student.q.size(); ++l) {
-    total = total + term(student.q[l], teacher.q[l]) + term(student.k[l], teacher.k[l]);
+    add(student.q[l], teacher.q[l]);
+    add(student.k[l], teacher.k[l]);
   }
+  if (reduction == DgdReduction::kMean && terms > 0) total = total / static_cast<double>(terms);
   return total;
 }
 

@@ -75,23 +75,41 @@ class ActQuantizerImpl : public torch::nn::Module {
 };
 TORCH_MODULE(ActQuantizer);
 
-// Q-ViT's Information Rectification Module, as the released code realises it: per token and
-// head, normalise q (or k) over the head's channels to zero mean / unit variance, then a
-// learnable per-head, per-channel affine. Input (B, heads, N, d).
-// The affine is initialised from the first training batch (weight = the head's mean per-token
-// standard deviation, bias = each channel's mean) so that the rectified distribution starts
-// close to the pretrained one: q's large shared component (its channel means) is kept.
+// Q-ViT's Information Rectification Module on q or k (B, heads, N, d), in one of two forms:
+//
+//   kAffine     the paper's per-channel map q̃ = (q − μ + β) / (γ·σ), μ and σ the channel
+//               statistics, reparametrised as q̃ = μ + γ·(q − μ) + β·σ with learnable γ, β per
+//               head and channel and μ, σ frozen from the first training batch. It starts as the
+//               identity (γ = 1, β = 0), so training starts from the pretrained function, and
+//               being affine per channel it folds exactly into the q/k rows of the qkv
+//               projection at export: the served model pays nothing for it.
+//   kLayerNorm  as the released code realises it: per token and head, normalise over the
+//               head's channels to zero mean / unit variance, then a learnable per-channel
+//               affine (initialised from the first batch: weight = the head's mean per-token
+//               standard deviation, bias = each channel's mean). Changes the function at the
+//               start; served by the engine's rectification step (artifact tensors
+//               <block>.attn.{q,k}_norm.*).
+enum class Irm { kNone, kAffine, kLayerNorm };
+
 class RectifierImpl : public torch::nn::Module {
  public:
-  RectifierImpl(int64_t heads, int64_t head_dim, double eps = 1e-5);
+  RectifierImpl(int64_t heads, int64_t head_dim, Irm form = Irm::kLayerNorm, double eps = 1e-5);
   torch::Tensor forward(const torch::Tensor& x);
-  // The normalisation alone, before the affine (zero mean, unit variance per token and head).
+  // kLayerNorm: the normalisation alone, before the affine (zero mean, unit variance per token
+  // and head).
   torch::Tensor Normalize(const torch::Tensor& x) const;
+  Irm form() const { return form_; }
   double eps() const { return eps_; }
+  // kAffine: the map as q̃ = scale·q + shift, each (heads, head_dim).
+  torch::Tensor AffineScale() const;
+  torch::Tensor AffineShift() const;
 
-  torch::Tensor weight, bias;  // (heads, head_dim)
+  torch::Tensor weight, bias;  // (heads, head_dim): γ, β (kAffine) or the LayerNorm affine
+  torch::Tensor mean, std;     // (heads, head_dim), kAffine: frozen channel statistics
 
  private:
+  void Initialize(const torch::Tensor& x);
+  Irm form_;
   double eps_;
   torch::Tensor initialized_;
 };
@@ -111,8 +129,12 @@ struct QkCapture {
 // head (the paper's G = q̃q̃ᵀ / ‖q̃q̃ᵀ‖₂), (B, heads, N, N).
 torch::Tensor PatchSimilarity(const torch::Tensor& x);
 
-// Distribution-Guided Distillation: Σ_layers Σ_heads ‖G_T − G_S‖_F for G_q and G_k, averaged
-// over the batch. Zero for identical captures.
-torch::Tensor DgdLoss(const QkCapture& student, const QkCapture& teacher);
+// Distribution-Guided Distillation: ‖G_T − G_S‖_F for G_q and G_k of every layer and head,
+// summed over layers and heads (kSum: the paper's Σ_l Σ_h) or averaged over them (kMean: the
+// same loss divided by 2·layers·heads, so that its size does not grow with the depth and width
+// of the model), and averaged over the batch. Zero for identical captures.
+enum class DgdReduction { kSum, kMean };
+torch::Tensor DgdLoss(const QkCapture& student, const QkCapture& teacher,
+                      DgdReduction reduction = DgdReduction::kSum);
 
 }  // namespace vitq::training
