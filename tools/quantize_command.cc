@@ -29,6 +29,11 @@ CLI::App* AddQuantizeCommand(CLI::App& app, QuantizeFlags& f) {
       ->check(CLI::Range(2, 1000));
   cmd->add_option("--rounds", f.search_rounds, "liu2021: most alternations of the two searches")
       ->check(CLI::Range(1, 100));
+  cmd->add_option("--search-rows", f.search_rows,
+                  "liu2021: input rows (tokens) per layer, sampled uniformly from the calibration "
+                  "set, on which the searches score candidates and bias correction measures the "
+                  "error")
+      ->check(CLI::Range(int64_t{16}, int64_t{1000000}));
   cmd->add_flag("--no-bias-correction", f.no_bias_correction, "liu2021: keep the float biases");
   cmd->add_option("--attention-samples", f.attention_samples,
                   "liu2021: per-head attention matrices (from the first calibration images) the "
@@ -92,6 +97,7 @@ int RunQuantize(const QuantizeFlags& f) {
   o.method = f.method;
   o.search_candidates = f.search_candidates;
   o.search_rounds = f.search_rounds;
+  o.search_rows = f.search_rows;
   o.attention_matrices = f.attention_samples;
   o.bias_correction = !f.no_bias_correction;
   o.ranking = !f.no_ranking;

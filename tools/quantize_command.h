@@ -19,6 +19,7 @@ struct QuantizeFlags {
   uint64_t seed = 0;
   int search_candidates = 20;
   int search_rounds = 3;
+  int64_t search_rows = 256;
   int64_t attention_samples = 32;
   bool no_bias_correction = false;
   bool no_ranking = false;

@@ -398,13 +398,15 @@ void AddQat(CLI::App* app, QatFlags& f) {
                   "weight and activation bits of the patch embedding and the heads")
       ->check(CLI::Range(2, 8))
       ->each([&o](const std::string&) { o.edge.act_bits = o.edge.weight_bits; });
-  app->add_option("--irm", o.irm,
-                  "form of the Information Rectification Module on q and k: affine (per-channel, "
-                  "starts as the identity, folded into the qkv projection at export) or layernorm "
-                  "(per token, as Q-ViT's released code)")
-      ->transform(CLI::CheckedTransformer(
-          std::map<std::string, Irm>{{"affine", Irm::kAffine}, {"layernorm", Irm::kLayerNorm}}))
-      ->default_str("affine");
+  app->add_option_function<std::string>(
+         "--irm",
+         [&o](const std::string& form) {
+           o.irm = form == "layernorm" ? Irm::kLayerNorm : Irm::kAffine;
+         },
+         "form of the Information Rectification Module on q and k: affine (default; per channel, "
+         "starts as the identity, folded into the qkv projection at export) or layernorm (per "
+         "token, as Q-ViT's released code; served by the engine's rectification step)")
+      ->check(CLI::IsMember({"affine", "layernorm"}));
   app->add_flag_callback(
       "--no-irm", [&o] { o.irm = Irm::kNone; }, "no Information Rectification Module");
   app->add_flag("!--no-dgd", o.dgd, "no Distribution-Guided Distillation loss");
@@ -412,12 +414,14 @@ void AddQat(CLI::App* app, QatFlags& f) {
                 "class loss on the labels only (no teacher labels)");
   app->add_option("--dgd-weight", o.dgd_weight, "weight of the DGD loss")
       ->check(CLI::NonNegativeNumber);
-  app->add_option("--dgd-reduction", o.dgd_reduction,
-                  "DGD over layers and heads: mean (default; the loss stays the size of the class "
-                  "loss) or sum (the paper's formula: 2*layers*heads times larger)")
-      ->transform(CLI::CheckedTransformer(std::map<std::string, DgdReduction>{
-          {"mean", DgdReduction::kMean}, {"sum", DgdReduction::kSum}}))
-      ->default_str("mean");
+  app->add_option_function<std::string>(
+         "--dgd-reduction",
+         [&o](const std::string& r) {
+           o.dgd_reduction = r == "sum" ? DgdReduction::kSum : DgdReduction::kMean;
+         },
+         "DGD over layers and heads: mean (default; the loss stays the size of the class loss) "
+         "or sum (the paper's formula: 2 x layers x heads times larger)")
+      ->check(CLI::IsMember({"mean", "sum"}));
   app->add_option("--verify-images", f.verify_images,
                   "test images on which the served artifact is compared with the trained model")
       ->check(CLI::NonNegativeNumber);
