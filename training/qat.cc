@@ -200,6 +200,11 @@ absl::Status ExportQatArtifact(Classifier& student, const ModelConfig& config,
       VITQ_ASSIGN_OR_RETURN(layers[name + ".matmul"], AttentionSpec(name + ".matmul", *attn));
     }
   }
+  for (const auto& fold : folds) {
+    if (!integer_weights.count(fold.first + ".weight"))
+      return absl::FailedPreconditionError(
+          fold.first + ": the affine IRM folds only into a quantized qkv projection");
+  }
   for (const auto& p : student.named_parameters()) {
     const std::string& key = p.key();
     if (integer_weights.count(key) || absl::StrContains(key, "_quant.")) continue;
