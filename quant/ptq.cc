@@ -96,9 +96,11 @@ LinearChoice SearchLinear(const std::string& layer, const std::vector<float>& x,
     for (float& v : s) v = static_cast<float>(v * alpha);
     return s;
   };
-  auto act_for = [&](double beta) {
-    return ActQuantFromRange(static_cast<float>(beta * obs.min()),
-                             static_cast<float>(beta * obs.max()), bits.act_bits);
+  const auto [lo, hi] = o.search_from_percentile ? obs.PercentileRange(o.percentile)
+                                                 : std::pair{obs.min(), obs.max()};
+  auto act_for = [&, lo = lo, hi = hi](double beta) {
+    return ActQuantFromRange(static_cast<float>(beta * lo), static_cast<float>(beta * hi),
+                             bits.act_bits);
   };
   // Memoized operands: a grid scan over one multiplier keeps the other operand quantized once.
   double cached_alpha = -1, cached_beta = -1;
@@ -389,6 +391,7 @@ absl::StatusOr<PtqResult> QuantizeCheckpoint(const std::string& model_path,
         {"search_candidates", o.search_candidates},
         {"search_rounds", o.search_rounds},
         {"search_rows", o.search_rows},
+        {"search_act_range", o.search_from_percentile ? "percentile" : "max"},
         {"bias_correction", o.bias_correction},
         {"ranking", o.ranking},
         {"mixed_precision", o.mixed_precision},

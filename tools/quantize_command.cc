@@ -34,6 +34,10 @@ CLI::App* AddQuantizeCommand(CLI::App& app, QuantizeFlags& f) {
                   "set, on which the searches score candidates and bias correction measures the "
                   "error")
       ->check(CLI::Range(int64_t{16}, int64_t{1000000}));
+  cmd->add_option("--search-act-range", f.search_act_range,
+                  "liu2021: the activation range the search scales: percentile (default: the "
+                  "--percentile range) or max (observed min/max, the paper's initial step)")
+      ->check(CLI::IsMember({"max", "percentile"}));
   cmd->add_flag("--no-bias-correction", f.no_bias_correction, "liu2021: keep the float biases");
   cmd->add_option("--attention-samples", f.attention_samples,
                   "liu2021: per-head attention matrices (from the first calibration images) the "
@@ -61,7 +65,8 @@ CLI::App* AddQuantizeCommand(CLI::App& app, QuantizeFlags& f) {
   cmd->add_flag("--no-ranking", f.no_ranking,
                 "liu2021: search the attention's q/k steps by similarity alone (no ranking loss)");
   cmd->add_option("--percentile", f.percentile,
-                  "central percent of inputs kept by --method percentile")
+                  "central percent of inputs kept by --method percentile, and the range "
+                  "liu2021's activation search starts from")
       ->check(CLI::Range(50.0, 100.0));
   cmd->add_option("--wbits", f.wbits,
                   "weight bits of the transformer layers (2-8; 2-4 run on the low-bit kernels, "
@@ -98,6 +103,7 @@ int RunQuantize(const QuantizeFlags& f) {
   o.search_candidates = f.search_candidates;
   o.search_rounds = f.search_rounds;
   o.search_rows = f.search_rows;
+  o.search_from_percentile = f.search_act_range == "percentile";
   o.attention_matrices = f.attention_samples;
   o.bias_correction = !f.no_bias_correction;
   o.ranking = !f.no_ranking;

@@ -20,6 +20,7 @@ struct QuantizeFlags {
   int search_candidates = 20;
   int search_rounds = 3;
   int64_t search_rows = 256;
+  std::string search_act_range = "percentile";
   int64_t attention_samples = 32;
   bool no_bias_correction = false;
   bool no_ranking = false;
