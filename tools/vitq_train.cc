@@ -398,7 +398,7 @@ void AddQat(CLI::App* app, QatFlags& f) {
                   "weight and activation bits of the patch embedding and the heads")
       ->check(CLI::Range(2, 8))
       ->each([&o](const std::string&) { o.edge.act_bits = o.edge.weight_bits; });
-  app->add_option_function<std::string>(
+  CLI::Option* irm = app->add_option_function<std::string>(
          "--irm",
          [&o](const std::string& form) {
            o.irm = form == "layernorm" ? Irm::kLayerNorm : Irm::kAffine;
@@ -408,7 +408,8 @@ void AddQat(CLI::App* app, QatFlags& f) {
          "token, as Q-ViT's released code; served by the engine's rectification step)")
       ->check(CLI::IsMember({"affine", "layernorm"}));
   app->add_flag_callback(
-      "--no-irm", [&o] { o.irm = Irm::kNone; }, "no Information Rectification Module");
+         "--no-irm", [&o] { o.irm = Irm::kNone; }, "no Information Rectification Module")
+      ->excludes(irm);
   app->add_flag("!--no-dgd", o.dgd, "no Distribution-Guided Distillation loss");
   app->add_flag("!--no-distill", o.distill,
                 "class loss on the labels only (no teacher labels)");
