@@ -126,10 +126,9 @@ torch::Tensor ActQuantizerImpl::forward(const torch::Tensor& x) {
 RectifierImpl::RectifierImpl(int64_t heads, int64_t head_dim, Irm form, double eps)
     : form_(form), eps_(eps) {
   if (form == Irm::kNone) throw std::invalid_argument("Rectifier: form kNone has no module");
-  const bool affine = form == Irm::kAffine;
   weight = register_parameter("weight", torch::ones({heads, head_dim}));
   bias = register_parameter("bias", torch::zeros({heads, head_dim}));
-  if (affine) {
+  if (form == Irm::kAffine) {
     mean = register_buffer("mean", torch::zeros({heads, head_dim}));
     std = register_buffer("std", torch::ones({heads, head_dim}));
   }
