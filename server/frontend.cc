@@ -375,7 +375,8 @@ void Frontend::Shadow(const std::shared_ptr<const RoutingTable>& table,
                       std::vector<float> logits) {
   const std::shared_ptr<Variant>& reference = table->shadow_reference();
   // Shadow copies are dropped first under load: they never wait behind more than one batch of
-  // real requests, and go to the reference's lowest priority level.
+  // real requests, go to the reference's lowest priority level, and run on the engine thread
+  // only when no real work waits there.
   if (draining_ || reference->queue_depth() >= reference->max_batch_size()) {
     CountShadowDropped(*compared);
     return;
@@ -384,6 +385,7 @@ void Frontend::Shadow(const std::shared_ptr<const RoutingTable>& table,
   input.num_images = num_images;
   input.images = std::move(images);
   input.priority = reference->priority_levels() - 1;
+  input.background = true;
   input.deadline_us = Clock::Real()->NowMicros() + kShadowTimeoutUs;
   const int64_t classes = reference->num_classes();
   absl::Status accepted = reference->Submit(

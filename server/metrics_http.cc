@@ -25,14 +25,16 @@ bool SplitAddress(const std::string& address, std::string& host, std::string& po
   if (colon == std::string::npos) return false;
   host = address.substr(0, colon);
   port = address.substr(colon + 1);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
   return !port.empty();
 }
 
 absl::StatusOr<int> BindListener(const std::string& address, int& bound_port) {
   std::string host, port;
   if (!SplitAddress(address, host, port)) {
-    return absl::InvalidArgumentError(absl::StrCat("metrics address '", address, "' is not HOST:PORT"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics address '", address, "' is not HOST:PORT"));
   }
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
@@ -40,7 +42,8 @@ absl::StatusOr<int> BindListener(const std::string& address, int& bound_port) {
   hints.ai_flags = AI_PASSIVE;
   addrinfo* found = nullptr;
   if (getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &found) != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("metrics address '", address, "': cannot resolve"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics address '", address, "': cannot resolve"));
   }
   std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> guard(found, freeaddrinfo);
   const int fd = socket(found->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -54,9 +57,9 @@ absl::StatusOr<int> BindListener(const std::string& address, int& bound_port) {
   sockaddr_storage bound{};
   socklen_t length = sizeof(bound);
   getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &length);
-  bound_port = ntohs(bound.ss_family == AF_INET6
-                         ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
-                         : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  bound_port =
+      ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                                        : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
   return fd;
 }
 
@@ -162,7 +165,8 @@ void MetricsHttpServer::Serve(int connection_fd) {
     return;
   }
   const size_t path_end = request_line.find(' ', 4);
-  const std::string path = request_line.substr(4, path_end == std::string::npos ? std::string::npos : path_end - 4);
+  const std::string path =
+      request_line.substr(4, path_end == std::string::npos ? std::string::npos : path_end - 4);
   if (path != "/metrics" && !absl::StartsWith(path, "/metrics?")) {
     SendAll(connection_fd, Response("404 Not Found", "text/plain", "metrics are at /metrics\n"));
     return;

@@ -10,6 +10,7 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "server/engine_thread.h"
 #include "server/model_io.h"
 
 namespace vitq::server {
@@ -72,8 +73,9 @@ absl::StatusOr<std::shared_ptr<Variant>> Variant::Load(const std::string& model_
   if (!config.preset.empty()) {
     absl::StatusOr<ModelConfig> shape = PresetConfig(config.preset);
     if (!shape.ok()) return Annotate(shape.status(), where);
-    absl::StatusOr<std::unique_ptr<Model>> model =
-        RandomModel(*shape, /*seed=*/1, UniformPlan(*precision));
+    absl::StatusOr<std::unique_ptr<Model>> model = absl::InternalError("not built");
+    EngineThread::Shared().Run(
+        [&] { model = RandomModel(*shape, /*seed=*/1, UniformPlan(*precision)); });
     if (!model.ok()) return Annotate(model.status(), where);
     return FromModel(model_name, config, batching, std::move(*model), metrics, "", engine_threads);
   }
@@ -83,7 +85,9 @@ absl::StatusOr<std::shared_ptr<Variant>> Variant::Load(const std::string& model_
   // Hashed before loading so that the metrics label exists from the first request.
   absl::StatusOr<std::string> sha = FileSha256(config.path);
   if (!sha.ok()) return Annotate(sha.status(), where);
-  absl::StatusOr<std::unique_ptr<Model>> model = LoadModel(config.path, options);
+  // Loading reorders weights with OpenMP: on the engine thread, like every other engine call.
+  absl::StatusOr<std::unique_ptr<Model>> model = absl::InternalError("not loaded");
+  EngineThread::Shared().Run([&] { model = LoadModel(config.path, options); });
   if (!model.ok()) return Annotate(model.status(), where);
   absl::StatusOr<std::shared_ptr<Variant>> variant = FromModel(
       model_name, config, batching, std::move(*model), metrics, std::move(*sha), engine_threads);
@@ -126,7 +130,6 @@ Variant::Variant(std::string model_name, VariantConfig config, BatcherOptions ba
   batching_.name = absl::StrCat(model_name_, "/", config_.name);
   preprocess_ = PreprocessOptionsFor(model_->config());
   preprocess_.num_threads = 1;  // one request per gRPC thread; never fork an OpenMP team
-  precision_ = PrecisionSummary(*model_);
 }
 
 Variant::~Variant() {
@@ -135,6 +138,8 @@ Variant::~Variant() {
 }
 
 absl::Status Variant::Start() {
+  // Describing the kernels creates batch-1 primitives: engine work, on the engine thread.
+  EngineThread::Shared().Run([this] { precision_ = PrecisionSummary(*model_); });
   if (absl::Status s = WarmUp(); !s.ok()) return s;
   if (metrics_) {
     series_ = metrics_->ForVariant(model_name_, config_.name,
@@ -152,12 +157,11 @@ absl::Status Variant::Start() {
 // Runs every batch size the batcher can form once: oneDNN creates its primitives per shape, and
 // the first request must not pay for that.
 absl::Status Variant::WarmUp() {
-  UseEngineThreads();
   const ModelConfig& c = model_config();
   for (int batch = 1; batch <= batching_.max_batch_size; ++batch) {
     Tensor images = Tensor::Zeros({batch, c.in_chans, c.img_size, c.img_size});
-    absl::StatusOr<Tensor> logits = model_->Forward(images);
-    if (!logits.ok()) return logits.status();
+    EngineRun run = RunEngine(images, std::nullopt);
+    if (!run.logits.ok()) return run.logits.status();
   }
   return absl::OkStatus();
 }
@@ -179,29 +183,78 @@ absl::Status Variant::Submit(InferInput input, InferCallback done) {
   task->deadline_us = input.deadline_us;
   task->priority = input.priority;
   task->is_cancelled = input.is_cancelled;
+  const bool real = !input.background;
   task->payload.input = std::move(input);
   JobBatcher::TaskType* job = task.get();
   // The batcher calls `done` while the task is alive, exactly once.
-  task->done = [job, done = std::move(done)](absl::Status status) {
+  task->done = [this, job, real, done = std::move(done)](absl::Status status) {
+    if (real) RealRequestLeft();
     done(std::move(status), std::move(job->payload.output));
   };
   // Counted before it can be dequeued (and decremented) by the worker.
   if (series_.queue_depth) series_.queue_depth->Increment();
+  if (real) RealRequestArrived();
   absl::Status accepted = batcher_->Schedule(std::move(task));
-  if (!accepted.ok() && series_.queue_depth) series_.queue_depth->Decrement();
+  if (!accepted.ok()) {
+    if (series_.queue_depth) series_.queue_depth->Decrement();
+    if (real) RealRequestLeft();
+  }
   return accepted;
 }
 
-// OpenMP's thread count is per calling thread: set it on whichever thread runs the engine.
-void Variant::UseEngineThreads() const {
-  if (engine_threads_ > 0) omp_set_num_threads(engine_threads_);
+void Variant::RealRequestArrived() {
+  real_pending_.fetch_add(1);
+  EngineThread::Shared().RealWorkQueued();
+}
+
+void Variant::RealRequestLeft() {
+  real_pending_.fetch_sub(1);
+  EngineThread::Shared().RealWorkDone();
+}
+
+Variant::EngineRun Variant::RunEngine(const Tensor& images,
+                                      std::optional<SteadyTime> background_deadline) const {
+  EngineRun run;
+  const SteadyTime submitted = std::chrono::steady_clock::now();
+  auto forward = [&] {
+    const SteadyTime start = std::chrono::steady_clock::now();
+    run.wait_us = MicrosSince(submitted);
+    // OpenMP's thread count is per calling thread, and variants may differ in it.
+    if (engine_threads_ > 0) omp_set_num_threads(engine_threads_);
+    run.logits = model_->Forward(images);
+    run.compute_us = MicrosSince(start);
+  };
+  if (!background_deadline) {
+    EngineThread::Shared().Run(forward);
+    run.ran = true;
+  } else {
+    // A real request for this variant must not wait behind its own shadow batch.
+    run.ran = EngineThread::Shared().RunInBackground(forward, *background_deadline,
+                                                     [this] { return real_pending_.load() > 0; });
+  }
+  return run;
+}
+
+// The earliest deadline of the batch's tasks, on the steady clock the engine thread uses.
+Variant::SteadyTime Variant::EarliestDeadline(
+    const std::vector<std::unique_ptr<JobBatcher::TaskType>>& batch) const {
+  const int64_t now_us = batcher_->clock().NowMicros();
+  int64_t left_us = kBackgroundWaitLimitUs;
+  for (const auto& task : batch) {
+    if (task->deadline_us > 0) left_us = std::min(left_us, task->deadline_us - now_us);
+  }
+  return std::chrono::steady_clock::now() +
+         std::chrono::microseconds(std::max<int64_t>(left_us, 0));
 }
 
 void Variant::RunBatch(std::vector<std::unique_ptr<JobBatcher::TaskType>>& batch) {
-  UseEngineThreads();
   const ModelConfig& c = model_config();
   int total = 0;
-  for (const auto& task : batch) total += task->num_images;
+  bool background = true;  // only shadow copies
+  for (const auto& task : batch) {
+    total += task->num_images;
+    background = background && task->payload.input.background;
+  }
   const int64_t now_us = batcher_->clock().NowMicros();
   // (total, C, H, W)
   Tensor images({total, c.in_chans, c.img_size, c.img_size});
@@ -211,23 +264,31 @@ void Variant::RunBatch(std::vector<std::unique_ptr<JobBatcher::TaskType>>& batch
     dst = std::copy(task->payload.input.images.begin(), task->payload.input.images.end(), dst);
     task->payload.input.images = {};  // free request memory early
   }
-  const auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<Tensor> logits = model_->Forward(images);  // (total, classes)
-  const int64_t compute_us = MicrosSince(start);
-  if (series_.compute_seconds) series_.compute_seconds->Observe(compute_us * 1e-6);
-  if (!logits.ok()) {
+  EngineRun run =
+      RunEngine(images, background ? std::optional(EarliestDeadline(batch)) : std::nullopt);
+  if (!run.ran) {
+    for (auto& task : batch) {
+      task->Complete(absl::DeadlineExceededError(
+          "shadow copy dropped: the engine was busy with real requests until its deadline"));
+    }
+    return;
+  }
+  if (series_.compute_seconds) series_.compute_seconds->Observe(run.compute_us * 1e-6);
+  if (!run.logits.ok()) {
     std::fprintf(stderr, "vitq-server: %s: forward pass failed: %s\n", batching_.name.c_str(),
-                 std::string(logits.status().message()).c_str());
+                 std::string(run.logits.status().message()).c_str());
     for (auto& task : batch) task->Complete(absl::InternalError("the forward pass failed"));
     return;
   }
   const int64_t classes = c.num_classes;
-  const float* row = logits->data();
+  const float* row = run.logits->data();
   for (auto& task : batch) {
     InferOutput& out = task->payload.output;
     out.logits.assign(row, row + task->num_images * classes);
     row += task->num_images * classes;
-    out.compute_us = compute_us;
+    // Waiting for another variant's batch on the engine thread counts as queueing.
+    out.queue_us += run.wait_us;
+    out.compute_us = run.compute_us;
     out.batch_images = total;
     task->Complete(absl::OkStatus());
   }

@@ -11,9 +11,12 @@
 // run once, so oneDNN primitives exist before the first request) before returning.
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,6 +38,9 @@ struct InferInput {
   int64_t deadline_us = 0;  // absolute, on Clock::Real(); 0 = the variant's default timeout
   int priority = 0;
   std::function<bool()> is_cancelled;  // cheap, non-blocking; empty = never
+  // A shadow copy: a batch of only such requests waits on the engine thread while real work is
+  // queued there, so that it never delays real requests.
+  bool background = false;
 };
 
 // One request's answer.
@@ -115,7 +121,23 @@ class Variant {
           std::unique_ptr<Model> model, ServerMetrics* metrics);
   absl::Status Start();
   absl::Status WarmUp();
-  void UseEngineThreads() const;
+  using SteadyTime = std::chrono::steady_clock::time_point;
+  // A batch of shadow copies gives up waiting for idle engine time after this long at most.
+  static constexpr int64_t kBackgroundWaitLimitUs = 10 * 1000000;
+  struct EngineRun {
+    bool ran = false;  // false: a background pass that found no idle engine time
+    absl::StatusOr<Tensor> logits = absl::InternalError("not run");
+    int64_t wait_us = 0;     // waiting for the engine thread
+    int64_t compute_us = 0;  // the forward pass
+  };
+  // One forward pass on the process's engine thread (server/engine_thread.h); in the background
+  // (after every real request) when `background_deadline` is set.
+  EngineRun RunEngine(const Tensor& images, std::optional<SteadyTime> background_deadline) const;
+  SteadyTime EarliestDeadline(
+      const std::vector<std::unique_ptr<JobBatcher::TaskType>>& batch) const;
+  // Real (not shadow) requests accepted and not yet answered: here, and for the engine thread.
+  void RealRequestArrived();
+  void RealRequestLeft();
   void RunBatch(std::vector<std::unique_ptr<JobBatcher::TaskType>>& batch);
 
   const std::string model_name_;
@@ -131,6 +153,7 @@ class Variant {
   std::string artifact_sha256_;
   int64_t weight_bytes_ = 0;
   int engine_threads_ = 0;
+  std::atomic<int64_t> real_pending_{0};
   std::unique_ptr<Observer> observer_;
   std::unique_ptr<JobBatcher> batcher_;  // last: its worker uses everything above
 };

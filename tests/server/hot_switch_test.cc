@@ -396,9 +396,11 @@ TEST_F(HotSwitchTest, ShadowComparesEachAnswerWithTheReference) {
 }
 
 // A slow reference never holds answers back: under a burst every request is answered, and the
-// copies the reference cannot take are dropped (counted) rather than queued.
+// copies the reference cannot take are dropped (counted) rather than queued. The served variant
+// is the slow model too, so that its batches keep the engine thread busy for the whole burst:
+// shadow batches run only when no real batch waits, and the copies pile up in the meantime.
 TEST_F(HotSwitchTest, ShadowCopiesAreDroppedWhenTheReferenceIsBusy) {
-  StartServer(ConfigText({{"slow", "slow.safetensors", 0}, {"b", "b.safetensors", 1}},
+  StartServer(ConfigText({{"slow", "slow.safetensors", 0}, {"b", "slow.safetensors", 1}},
                          "    shadow: {variant: slow, fraction: 1.0}\n"));
   auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
                                      grpc::InsecureChannelCredentials());
