@@ -105,10 +105,12 @@ stop_server
 write_config "    shadow: {variant: fp32, fraction: 0.1}
     adaptive: {variants: [fp32, w8a8], p99_slo_ms: $slo, agreement_floor: $FLOOR, min_comparisons: 100, interval_s: 2}"
 start_server
-# The floor needs measured agreement: 1,200 requests on w8a8 by name, 10% shadowed (at
-# concurrency 2, below what would look like a load step to the controller).
+# The floor needs measured agreement: 30 s of requests on w8a8 by name, 10% shadowed, in open
+# loop at half w8a8's capacity. Shadow copies run only while no real request is pending, so they
+# need the idle time a closed loop would never leave.
 "$BIN/vitq-client" load --address "$address" --model deit --variant w8a8 "${INPUT[@]}" \
-  --concurrency 2 --requests 1200 --json > /dev/null
+  --rate "$(/usr/bin/python3 -c "print(round(0.5 * $w8a8_cap, 1))")" --duration 30 \
+  --concurrency 512 --json > /dev/null
 sleep 8
 run_step "adaptive [fp32, w8a8]"
 echo "  controller moves:"
