@@ -38,12 +38,25 @@ class Int8LinearKernel final : public LinearKernel {
   void ForwardAdd(const float* x, int64_t m, float* y) const override { Run(x, m, y, true); }
   std::string Describe(int64_t m) const override { return matmul_->Describe(m); }
 
+  const ActQuant* InputGrid() const override { return &act_; }
+  void ForwardCodes(const uint8_t* codes, int64_t m, float* y, bool accumulate) const override {
+    matmul_->Run(codes, m, y, accumulate);
+  }
+  bool ForwardToCodes(const float* x, int64_t m, const ActQuant& grid,
+                      uint8_t* out) const override {
+    matmul_->RunToCodes(InputCodes(x, m), m, grid, out);
+    return true;
+  }
+
  private:
   void Run(const float* x, int64_t m, float* y, bool accumulate) const {
+    matmul_->Run(InputCodes(x, m), m, y, accumulate);
+  }
+  const uint8_t* InputCodes(const float* x, int64_t m) const {
     thread_local std::vector<uint8_t> codes;
     codes.resize(static_cast<size_t>(m * k_));
     QuantizeActivations(x, m * k_, act_, codes.data());
-    matmul_->Run(codes.data(), m, y, accumulate);
+    return codes.data();
   }
 
   const int64_t k_;

@@ -1,5 +1,8 @@
 #include "backends/linear.h"
 
+#include <cstdio>
+#include <cstdlib>
+
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -120,6 +123,12 @@ absl::StatusOr<std::unique_ptr<LinearKernel>> MakeLinearKernel(const LinearParam
   }
   return absl::UnimplementedError(
       absl::StrCat("no kernel for precision ", PrecisionName(spec.precision)));
+}
+
+void LinearKernel::ForwardCodes(const uint8_t*, int64_t, float*, bool) const {
+  // Callers check InputGrid() first; reaching this is a programming error.
+  std::fprintf(stderr, "vitq: ForwardCodes on a kernel without an input grid\n");
+  std::abort();
 }
 
 absl::StatusOr<Linear> Linear::Create(std::string name, LinearParams params, const QuantSpec& spec,

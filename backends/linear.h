@@ -34,6 +34,18 @@ class LinearKernel {
   virtual void ForwardAdd(const float* x, int64_t m, float* y) const = 0;
   // The implementation that runs for `m` rows (e.g. "brg:avx512_core"), for logs and tests.
   virtual std::string Describe(int64_t m) const = 0;
+
+  // Integer kernels that read u8 codes name the grid of their input here; null otherwise. A
+  // layer feeding this one can then hand over codes (ForwardToCodes) instead of floats.
+  virtual const ActQuant* InputGrid() const { return nullptr; }
+  // y (+)= the layer applied to `codes` (m, K) on InputGrid(). Only for kernels with an InputGrid.
+  virtual void ForwardCodes(const uint8_t* codes, int64_t m, float* y, bool accumulate) const;
+  // The output (m, N) quantized onto `grid` (the next layer's input grid), the requantization
+  // fused into the GEMM. False, with nothing written, when the kernel cannot.
+  virtual bool ForwardToCodes(const float* /*x*/, int64_t /*m*/, const ActQuant& /*grid*/,
+                              uint8_t* /*codes*/) const {
+    return false;
+  }
 };
 
 absl::StatusOr<std::unique_ptr<LinearKernel>> MakeLinearKernel(const LinearParams& params,
@@ -53,6 +65,14 @@ class Linear {
   void ForwardAdd(const float* x, int64_t m, float* y) const { kernel_->ForwardAdd(x, m, y); }
   // x: (..., in_features) → (..., out_features).
   Tensor Forward(const Tensor& x) const;
+  // Integer hand-over between layers (see LinearKernel).
+  const ActQuant* InputGrid() const { return kernel_->InputGrid(); }
+  void ForwardCodes(const uint8_t* codes, int64_t m, float* y, bool accumulate) const {
+    kernel_->ForwardCodes(codes, m, y, accumulate);
+  }
+  bool ForwardToCodes(const float* x, int64_t m, const ActQuant& grid, uint8_t* codes) const {
+    return kernel_->ForwardToCodes(x, m, grid, codes);
+  }
 
   const std::string& name() const { return name_; }
   int64_t in_features() const { return in_features_; }

@@ -17,12 +17,20 @@ LinearMatmul::LinearMatmul(Options options, const void* weights, std::vector<flo
 }
 
 void LinearMatmul::Run(const void* src, int64_t m, float* y, bool accumulate) const {
-  const Entry& e = EntryFor(m, accumulate);
+  Execute(EntryFor({m, accumulate, 0, 0.0f, 0}), src, y);
+}
+
+void LinearMatmul::RunToCodes(const void* src, int64_t m, const ActQuant& grid,
+                              uint8_t* codes) const {
+  Execute(EntryFor({m, false, grid.bits, grid.scale, grid.zero_point}), src, codes);
+}
+
+void LinearMatmul::Execute(const Entry& e, const void* src, void* dst) const {
   auto& eng = dnnl_util::Engine();
   std::unordered_map<int, memory> args{
       {DNNL_ARG_SRC, memory(e.pd.src_desc(), eng, const_cast<void*>(src))},
       {DNNL_ARG_WEIGHTS, *e.weights},
-      {DNNL_ARG_DST, memory(e.pd.dst_desc(), eng, y)},
+      {DNNL_ARG_DST, memory(e.pd.dst_desc(), eng, dst)},
       {DNNL_ARG_SCRATCHPAD, dnnl_util::ThreadScratchpad(e.pd)}};
   if (!bias_.empty())
     args.emplace(DNNL_ARG_BIAS, memory(e.pd.bias_desc(), eng, const_cast<float*>(bias_.data())));
@@ -31,23 +39,31 @@ void LinearMatmul::Run(const void* src, int64_t m, float* y, bool accumulate) co
 }
 
 std::string LinearMatmul::Describe(int64_t m) const {
-  return dnnl_util::ImplName(EntryFor(m, false).pd);
+  return dnnl_util::ImplName(EntryFor({m, false, 0, 0.0f, 0}).pd);
 }
 
-const LinearMatmul::Entry& LinearMatmul::EntryFor(int64_t m, bool accumulate) const {
+const LinearMatmul::Entry& LinearMatmul::EntryFor(const Key& key) const {
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = entries_.find({m, accumulate});
+  auto it = entries_.find(key);
   if (it != entries_.end()) return it->second;
-  const int64_t n = options_.n, k = options_.k;
+  const int64_t m = key.m, n = options_.n, k = options_.k;
+  const bool to_codes = key.grid_bits > 0;
   memory::desc src_md = dnnl_util::PlainDesc({m, k}, options_.src_type);
   memory::desc w_any({k, n}, options_.weight_type, memory::format_tag::any);
-  memory::desc dst_md = dnnl_util::PlainDesc({m, n}, dt::f32);
+  memory::desc dst_md = dnnl_util::PlainDesc({m, n}, to_codes ? dt::u8 : dt::f32);
   dnnl::primitive_attr attr = dnnl_util::BaseAttr();
   if (options_.add_attributes) options_.add_attributes(attr);
   dnnl::post_ops ops;
   if (options_.activation == Activation::kGelu)
     ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_erf, 0.0f, 0.0f);
-  if (accumulate) ops.append_sum(1.0f);  // y += ...: the residual add
+  if (key.accumulate) ops.append_sum(1.0f);  // y += ...: the residual add
+  if (to_codes) {
+    // y / scale + zero point, clamped to the grid; the u8 store rounds half to even.
+    ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_linear, 1.0f / key.grid_scale,
+                       static_cast<float>(key.grid_zero_point));
+    ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_clip, 0.0f,
+                       static_cast<float>((1 << key.grid_bits) - 1));
+  }
   attr.set_post_ops(ops);
   dnnl::matmul::desc desc =
       bias_.empty()
@@ -55,7 +71,7 @@ const LinearMatmul::Entry& LinearMatmul::EntryFor(int64_t m, bool accumulate) co
           : dnnl::matmul::desc(src_md, w_any, dnnl_util::PlainDesc({1, n}, dt::f32), dst_md);
   dnnl::matmul::primitive_desc pd(desc, attr, dnnl_util::Engine());
   Entry entry{pd, dnnl::matmul(pd), WeightsIn(pd.weights_desc())};
-  return entries_.emplace(std::make_pair(m, accumulate), std::move(entry)).first->second;
+  return entries_.emplace(key, std::move(entry)).first->second;
 }
 
 std::shared_ptr<memory> LinearMatmul::WeightsIn(const memory::desc& md) const {

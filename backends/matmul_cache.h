@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "backends/linear.h"
+#include "backends/quantize.h"
 #include "oneapi/dnnl/dnnl.hpp"
 
 namespace vitq {
@@ -36,6 +37,9 @@ class LinearMatmul {
 
   // y (+)= matmul(src (m, K) in src_type); accumulate adds to y's contents (a sum post-op).
   void Run(const void* src, int64_t m, float* y, bool accumulate) const;
+  // codes = the output (after the activation) quantized onto `grid`, in the epilogue:
+  // clamp(round(y / grid.scale + grid.zero_point), 0, grid.qmax()) as u8.
+  void RunToCodes(const void* src, int64_t m, const ActQuant& grid, uint8_t* codes) const;
   std::string Describe(int64_t m) const;  // oneDNN's implementation name for `m` rows
 
  private:
@@ -44,14 +48,24 @@ class LinearMatmul {
     dnnl::matmul prim;
     std::shared_ptr<dnnl::memory> weights;
   };
-  const Entry& EntryFor(int64_t m, bool accumulate) const;
+  // One primitive per row count and output kind: f32, f32 accumulated, or codes on a grid.
+  struct Key {
+    int64_t m;
+    bool accumulate;
+    int grid_bits;  // 0: f32 output
+    float grid_scale;
+    int32_t grid_zero_point;
+    auto operator<=>(const Key&) const = default;
+  };
+  const Entry& EntryFor(const Key& key) const;
+  void Execute(const Entry& e, const void* src, void* dst) const;
   std::shared_ptr<dnnl::memory> WeightsIn(const dnnl::memory::desc& md) const;  // needs mu_
 
   Options options_;
   std::vector<uint8_t> plain_weights_;  // (N, K) row-major
   std::vector<float> bias_;
   mutable std::mutex mu_;
-  mutable std::map<std::pair<int64_t, bool>, Entry> entries_;  // guarded by mu_
+  mutable std::map<Key, Entry> entries_;  // guarded by mu_
   mutable std::vector<std::pair<dnnl::memory::desc, std::shared_ptr<dnnl::memory>>>
       weights_by_layout_;  // mu_
 };

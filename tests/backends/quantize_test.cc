@@ -126,6 +126,58 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{4, 4, Activation::kGelu, false}, Case{3, 3, Activation::kNone, true},
                       Case{2, 2, Activation::kNone, false}));
 
+// The hand-over between integer layers (Mlp: fc1 -> fc2): fc1's output quantized in the GEMM
+// epilogue onto fc2's grid equals quantizing fc1's float output, up to one code where the float
+// rounding of the fused epilogue lands on the other side of a rounding boundary; and fc2 fed codes
+// computes what it computes from floats that quantize to those codes.
+TEST(Int8LinearTest, CodesHandedToTheNextLayerMatchQuantizingItsFloatInput) {
+  const int64_t m = 197, k = 384, n = 1536;
+  Tensor x = Random({m, k}, 11, 1.0f), w = Random({n, k}, 12, 0.05f), b = Random({n}, 13, 0.5f);
+  QuantSpec spec;
+  spec.precision = Precision::kInt8;
+  spec.act = ActQuantFromRange(-4.0f, 4.0f, 8);
+  for (Activation activation : {Activation::kGelu, Activation::kNone}) {
+    for (int bits : {8, 4}) {
+      auto fc1 = Linear::Create("fc1", LinearParams{w.Clone(), b.Clone()}, spec, activation);
+      ASSERT_TRUE(fc1.ok()) << fc1.status();
+      const ActQuant grid = ActQuantFromRange(-0.5f, 3.0f, bits);
+      std::vector<uint8_t> fused(m * n), separate(m * n);
+      ASSERT_TRUE(fc1->ForwardToCodes(x.data(), m, grid, fused.data()));
+      Tensor y({m, n});
+      fc1->Forward(x.data(), m, y.data());
+      QuantizeActivations(y.data(), m * n, grid, separate.data());
+      int64_t differ = 0;
+      for (int64_t i = 0; i < m * n; ++i) {
+        ASSERT_LE(std::abs(int{fused[i]} - int{separate[i]}), 1) << i;
+        differ += fused[i] != separate[i];
+        ASSERT_LE(int{fused[i]}, grid.qmax()) << i;
+      }
+      EXPECT_LE(differ, m * n / 1000) << bits << "-bit grid";
+    }
+  }
+  // fc2 on codes == fc2 on the floats they stand for.
+  QuantSpec spec2 = spec;
+  spec2.act = ActQuantFromRange(-0.5f, 3.0f, 8);
+  Tensor w2 = Random({k, n}, 14, 0.05f), b2 = Random({k}, 15, 0.5f);
+  auto fc2 = Linear::Create("fc2", LinearParams{w2.Clone(), b2.Clone()}, spec2);
+  ASSERT_TRUE(fc2.ok()) << fc2.status();
+  ASSERT_NE(fc2->InputGrid(), nullptr);
+  EXPECT_EQ(fc2->InputGrid()->zero_point, spec2.act.zero_point);
+  Tensor h = Random({m, n}, 16, 1.0f);
+  std::vector<uint8_t> codes(m * n);
+  QuantizeActivations(h.data(), m * n, spec2.act, codes.data());
+  Tensor from_codes({m, k}), from_floats({m, k});
+  for (int64_t i = 0; i < m * k; ++i) from_codes.data()[i] = from_floats.data()[i] = 0.3f;
+  fc2->ForwardCodes(codes.data(), m, from_codes.data(), /*accumulate=*/true);
+  fc2->ForwardAdd(h.data(), m, from_floats.data());
+  for (int64_t i = 0; i < m * k; ++i) ASSERT_FLOAT_EQ(from_codes.data()[i], from_floats.data()[i]);
+  // Float kernels have no input grid: the Mlp keeps its float path for them.
+  auto float_layer = Linear::Create("f", LinearParams{w.Clone(), b.Clone()}, QuantSpec{});
+  EXPECT_EQ(float_layer->InputGrid(), nullptr);
+  std::vector<uint8_t> unused(m * n);
+  EXPECT_FALSE(float_layer->ForwardToCodes(x.data(), m, spec2.act, unused.data()));
+}
+
 TEST(Int8LinearTest, FakeQuantW8A8IsCloseToFp32) {
   Tensor x = Random({16, 128}, 4, 1.0f), w = Random({64, 128}, 5, 0.05f);
   QuantSpec spec;
