@@ -2,7 +2,6 @@
 
 #include <cstdio>
 #include <cstdlib>
-
 #include <vector>
 
 #include "absl/strings/str_cat.h"
