@@ -256,6 +256,16 @@ size_t LowBitGemm::resident_bytes() const {
 
 void LowBitGemm::Run(const uint8_t* codes, int64_t m, float* y, Activation activation,
                      bool accumulate) const {
+  RunPanels(codes, m, activation, {.y = y, .accumulate = accumulate});
+}
+
+void LowBitGemm::RunToCodes(const uint8_t* codes, int64_t m, Activation activation,
+                            const ActQuant& grid, uint8_t* out) const {
+  RunPanels(codes, m, activation, {.out_grid = &grid, .out = out});
+}
+
+void LowBitGemm::RunPanels(const uint8_t* codes, int64_t m, Activation activation,
+                           const Output& output) const {
   if (m <= 0) return;
   const IsaKernels kernels = KernelsFor(ActiveLowBitIsa());
   const int64_t n = this->n(), kp = padded_k(), panels = weights_.panels();
@@ -282,14 +292,25 @@ void LowBitGemm::Run(const uint8_t* codes, int64_t m, float* y, Activation activ
         .zero_correction = zero_correction_.data() + n0,
         .scale = scale_.data() + n0,
         .bias = bias_.data() + n0,
-        .y = y + row0 * n + n0,
+        .y = output.y ? output.y + row0 * n + n0 : nullptr,
         .ldy = n,
         .gelu = activation == Activation::kGelu,
-        .accumulate = accumulate,
+        .accumulate = output.accumulate,
+        .out_grid = output.out_grid,
+        .out_codes = output.out ? output.out + row0 * n + n0 : nullptr,
+        .ldc = n,
     };
     kernels.panel(task);
   }
 }
+
+namespace lowbit {
+
+void QuantizeRow(const float* row, int width, const ActQuant& grid, uint8_t* out) {
+  QuantizeActivationsSerial(row, width, grid, out);  // inside the GEMM's parallel region
+}
+
+}  // namespace lowbit
 
 void QuantizeActivationsPadded(const float* x, int64_t m, int64_t k, int64_t padded_k,
                                const ActQuant& q, uint8_t* out) {

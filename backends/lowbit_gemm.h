@@ -112,6 +112,10 @@ class LowBitGemm {
   // oneDNN eltwise-then-sum post-op chain).
   void Run(const uint8_t* codes, int64_t m, float* y, Activation activation,
            bool accumulate) const;
+  // Same, the results quantized onto `grid` instead (QuantizeActivations of what Run would
+  // write): out (m, n()) u8 codes, for a next layer that reads codes.
+  void RunToCodes(const uint8_t* codes, int64_t m, Activation activation, const ActQuant& grid,
+                  uint8_t* out) const;
 
   int64_t n() const { return weights_.rows(); }
   int64_t k() const { return weights_.cols(); }
@@ -121,6 +125,15 @@ class LowBitGemm {
   size_t resident_bytes() const;
 
  private:
+  struct Output {
+    float* y = nullptr;
+    bool accumulate = false;
+    const ActQuant* out_grid = nullptr;  // set: u8 codes into `out` instead of y
+    uint8_t* out = nullptr;
+  };
+  void RunPanels(const uint8_t* codes, int64_t m, Activation activation,
+                 const Output& output) const;
+
   PackedLowBitWeights weights_;
   // Per output channel, padded with zeros to whole panels (the kernels read 16 at a time):
   std::vector<int32_t> zero_correction_;  // z_x·Σ_k q_w[n,k]

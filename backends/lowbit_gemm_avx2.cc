@@ -148,9 +148,12 @@ void RowsOfGroup(const PanelTask& t, int64_t row0, int rows, int g, RowTile& til
   }
 }
 
-// row (width) f32 → y: GELU if asked, then store or add.
-void FinishRow(const PanelTask& t, float* row, float* y) {
+// row (width) f32, row r of the task → y: GELU if asked, then store or add (or quantize onto the
+// output grid).
+void FinishRow(const PanelTask& t, float* row, int64_t r) {
   if (t.gelu) GeluErfSerial(row, t.width);
+  if (t.out_grid) return QuantizeRow(row, t.width, *t.out_grid, t.out_codes + r * t.ldc);
+  float* y = t.y + r * t.ldy;
   int c = 0;
   for (; c + 8 <= t.width; c += 8) {
     __m256 v = _mm256_load_ps(row + c);
@@ -175,7 +178,7 @@ void PanelAvx2(const PanelTask& t) {
   for (int64_t r = 0; r < t.rows; r += kRows) {
     const int rows = static_cast<int>(t.rows - r < kRows ? t.rows - r : kRows);
     for (int g = 0; g < t.groups; ++g) RowsOfGroup(t, r, rows, g, tile);
-    for (int i = 0; i < rows; ++i) FinishRow(t, tile.v[i], t.y + (r + i) * t.ldy);
+    for (int i = 0; i < rows; ++i) FinishRow(t, tile.v[i], r + i);
   }
 }
 

@@ -89,7 +89,7 @@ void StoreRows(const PanelTask& t, int64_t row0, __m512i (&acc)[R][G]) {
   __mmask16 mask[G];
   #pragma GCC unroll 8
   for (int g = 0; g < G; ++g) mask[g] = LaneMask(t.width - 16 * g);
-  if (!t.gelu) {
+  if (!t.gelu && !t.out_grid) {
     #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       float* y = t.y + (row0 + r) * t.ldy;
@@ -98,9 +98,9 @@ void StoreRows(const PanelTask& t, int64_t row0, __m512i (&acc)[R][G]) {
     }
     return;
   }
-  // Every accumulator is consumed before the first GELU call: live across a call, the 24 zmm
-  // accumulators would be kept in memory (all vector registers are caller-saved), in the K loop
-  // too.
+  // GELU or codes out. Every accumulator is consumed before the first call: live across a call,
+  // the 24 zmm accumulators would be kept in memory (all vector registers are caller-saved), in
+  // the K loop too.
   alignas(64) float rows[R][16 * G];  // (R, width) affine results, then GELU in place
   #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
@@ -109,7 +109,11 @@ void StoreRows(const PanelTask& t, int64_t row0, __m512i (&acc)[R][G]) {
   }
   #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
-    GeluErfSerial(rows[r], t.width);
+    if (t.gelu) GeluErfSerial(rows[r], t.width);
+    if (t.out_grid) {
+      QuantizeRow(rows[r], t.width, *t.out_grid, t.out_codes + (row0 + r) * t.ldc);
+      continue;
+    }
     float* y = t.y + (row0 + r) * t.ldy;
     #pragma GCC unroll 8
     for (int g = 0; g < G; ++g)

@@ -9,6 +9,10 @@
 
 #include <cstdint>
 
+namespace vitq {
+struct ActQuant;
+}
+
 namespace vitq::lowbit {
 
 // One panel's work: rows [0, rows) of the input against up to 64 output channels.
@@ -27,7 +31,16 @@ struct PanelTask {
   int64_t ldy;
   bool gelu;        // GELU (exact erf, GeluErfSerial) on the affine result
   bool accumulate;  // y += result instead of y = result
+  // When set, y is not written: the results (after GELU) are quantized onto *out_grid as u8
+  // codes into out_codes, (rows, ldc) at the panel's first channel, as QuantizeActivations would.
+  const ActQuant* out_grid = nullptr;
+  uint8_t* out_codes = nullptr;
+  int64_t ldc = 0;
 };
+
+// QuantizeActivations of one result row (width ≤ 64) onto the output grid. Defined in
+// lowbit_gemm.cc, which is compiled without ISA flags, for every path.
+void QuantizeRow(const float* row, int width, const ActQuant& grid, uint8_t* out);
 
 // Unpacks `tiles` consecutive packed tiles of `bits` ∈ {2, 3, 4} into out (tiles, 64) s8.
 using UnpackTilesFn = void (*)(const uint8_t* packed, int bits, int64_t tiles, int8_t* out);

@@ -27,9 +27,12 @@ uint32_t TileCode(const uint8_t* tile, int bits, int i) {
   return code;
 }
 
-// The fp32 tail shared by every path: GELU, then store or add.   row: (width) f32
-void FinishRow(float* row, const PanelTask& t, float* y) {
+// The fp32 tail shared by every path: GELU, then store or add (or quantize onto the output
+// grid).   row: (width) f32; r: the row's index in the task
+void FinishRow(float* row, const PanelTask& t, int64_t r) {
   if (t.gelu) GeluErfSerial(row, t.width);
+  if (t.out_grid) return QuantizeRow(row, t.width, *t.out_grid, t.out_codes + r * t.ldc);
+  float* y = t.y + r * t.ldy;
   for (int c = 0; c < t.width; ++c) y[c] = t.accumulate ? y[c] + row[c] : row[c];
 }
 
@@ -70,7 +73,7 @@ void PanelScalar(const PanelTask& t) {
       }
       row[c] = std::fma(static_cast<float>(acc - t.zero_correction[c]), t.scale[c], t.bias[c]);
     }
-    FinishRow(row, t, t.y + r * t.ldy);
+    FinishRow(row, t, r);
   }
 }
 

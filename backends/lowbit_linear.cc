@@ -22,12 +22,28 @@ class LowBitLinearKernel final : public LinearKernel {
                         LowBitIsaName(ActiveLowBitIsa()));
   }
 
+  // Codes of width K are taken as they are only when K needs no padding to whole tiles.
+  const ActQuant* InputGrid() const override {
+    return gemm_.padded_k() == gemm_.k() ? &act_ : nullptr;
+  }
+  void ForwardCodes(const uint8_t* codes, int64_t m, float* y, bool accumulate) const override {
+    gemm_.Run(codes, m, y, activation_, accumulate);
+  }
+  bool ForwardToCodes(const float* x, int64_t m, const ActQuant& grid,
+                      uint8_t* out) const override {
+    gemm_.RunToCodes(InputCodes(x, m), m, activation_, grid, out);
+    return true;
+  }
+
  private:
   void Run(const float* x, int64_t m, float* y, bool accumulate) const {
+    gemm_.Run(InputCodes(x, m), m, y, activation_, accumulate);
+  }
+  const uint8_t* InputCodes(const float* x, int64_t m) const {
     thread_local std::vector<uint8_t> codes;  // (m, padded K) u8
     codes.resize(static_cast<size_t>(m * gemm_.padded_k()));
     QuantizeActivationsPadded(x, m, gemm_.k(), gemm_.padded_k(), act_, codes.data());
-    gemm_.Run(codes.data(), m, y, activation_, accumulate);
+    return codes.data();
   }
 
   const LowBitGemm gemm_;

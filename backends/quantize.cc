@@ -6,12 +6,6 @@
 #include "absl/strings/str_cat.h"
 
 namespace vitq {
-namespace {
-
-constexpr float kRoundLimit = 4194304.0f;  // 2^22: RoundHalfEven is exact up to here
-
-}  // namespace
-
 ActQuant ActQuantFromRange(float lo, float hi, int bits) {
   lo = std::min(lo, 0.0f);
   hi = std::max(hi, 0.0f);
@@ -62,10 +56,15 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void QuantizeActiva
   const float inv = 1.0f / q.scale, zp = static_cast<float>(q.zero_point),
               hi = static_cast<float>(q.qmax());
 #pragma omp parallel for simd schedule(static) if (count > 65536)
-  for (int64_t i = 0; i < count; ++i) {
-    const float v = ClampValue(x[i] * inv, -kRoundLimit, kRoundLimit);
-    out[i] = static_cast<uint8_t>(ClampValue(RoundHalfEven(v) + zp, 0.0f, hi));
-  }
+  for (int64_t i = 0; i < count; ++i) out[i] = ActivationCode(x[i], inv, zp, hi);
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) void QuantizeActivationsSerial(
+    const float* x, int64_t count, const ActQuant& q, uint8_t* out) {
+  const float inv = 1.0f / q.scale, zp = static_cast<float>(q.zero_point),
+              hi = static_cast<float>(q.qmax());
+#pragma omp simd
+  for (int64_t i = 0; i < count; ++i) out[i] = ActivationCode(x[i], inv, zp, hi);
 }
 
 __attribute__((target_clones("avx512f", "avx2", "default"))) void FakeQuantActivations(
@@ -74,8 +73,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void FakeQuantActiv
               hi = static_cast<float>(q.qmax());
 #pragma omp parallel for simd schedule(static) if (count > 65536)
   for (int64_t i = 0; i < count; ++i) {
-    const float v = ClampValue(x[i] * inv, -kRoundLimit, kRoundLimit);
-    out[i] = (ClampValue(RoundHalfEven(v) + zp, 0.0f, hi) - zp) * q.scale;
+    out[i] = (static_cast<float>(ActivationCode(x[i], inv, zp, hi)) - zp) * q.scale;
   }
 }
 

@@ -42,6 +42,9 @@ WeightQuant QuantizeWeightsWithScales(const float* w, int64_t n, int64_t k, int 
 
 // x (count) → u8 codes; x_fq = (q - z)·s for the fake-quant path.
 void QuantizeActivations(const float* x, int64_t count, const ActQuant& q, uint8_t* out);
+// The same codes without OpenMP: for callers already inside a parallel region (a GEMM epilogue
+// quantizing its rows), where even a disabled parallel region costs a team start per call.
+void QuantizeActivationsSerial(const float* x, int64_t count, const ActQuant& q, uint8_t* out);
 void FakeQuantActivations(const float* x, int64_t count, const ActQuant& q, float* out);
 // Round half to even (std::nearbyint in the default rounding mode) by adding and subtracting
 // 1.5·2^23: exact for |v| <= 2^22, and unlike nearbyint (a libm call) it vectorizes.
@@ -55,6 +58,13 @@ inline float RoundHalfEven(float v) {
 inline float ClampValue(float v, float lo, float hi) {
   v = v < lo ? lo : v;
   return v > hi ? hi : v;
+}
+
+// The asymmetric code of x·inv_scale: what QuantizeActivations stores.
+inline uint8_t ActivationCode(float x, float inv_scale, float zero_point, float qmax) {
+  constexpr float kRoundLimit = 4194304.0f;  // 2^22: RoundHalfEven is exact up to here
+  const float v = ClampValue(x * inv_scale, -kRoundLimit, kRoundLimit);
+  return static_cast<uint8_t>(ClampValue(RoundHalfEven(v) + zero_point, 0.0f, qmax));
 }
 
 // The symmetric code of x·inv_scale with |code| <= qmax: what QuantizeSymmetric stores.

@@ -237,6 +237,53 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{4, 8, Activation::kGelu, true}, Case{2, 8, Activation::kGelu, true}),
     CaseName);
 
+// The integer hand-over between layers (Mlp: fc1 -> fc2) on every path: fc1's output written as
+// codes on the next layer's grid is exactly QuantizeActivations of the floats it writes
+// otherwise (the same floats, quantized row by row); and a layer fed codes computes exactly what
+// it computes from floats that quantize to those codes.
+TEST(LowBitLinearTest, CodesHandedToTheNextLayerAreExactOnEveryPath) {
+  for (Activation activation : {Activation::kGelu, Activation::kNone}) {
+    for (const GemmShape& s : kShapes) {
+      Tensor x = Random({s.m, s.k}, 21, 1.0f), w = Random({s.n, s.k}, 22, 0.05f),
+             b = Random({s.n}, 23, 0.5f);
+      QuantSpec spec;
+      spec.precision = Precision::kInt8;
+      spec.weight_bits = 4;
+      spec.act = ActQuantFromRange(-3.0f, 5.0f, 8);
+      auto layer = MakeLowBitLinearKernel(LinearParams{w.Clone(), b.Clone()}, spec, activation);
+      ASSERT_TRUE(layer.ok()) << layer.status();
+      for (int bits : {8, 4}) {
+        const ActQuant grid = ActQuantFromRange(-0.5f, 2.0f, bits);
+        for (LowBitIsa isa : AvailableIsas()) {
+          ForceIsa force(isa);
+          const std::string where = absl::StrCat(LowBitIsaName(isa), " ", s.m, "×", s.k, "×",
+                                                 s.n, " grid ", bits, " bits");
+          std::vector<float> y(s.m * s.n);
+          (*layer)->Forward(x.data(), s.m, y.data());
+          std::vector<uint8_t> want(s.m * s.n), got(s.m * s.n);
+          QuantizeActivations(y.data(), s.m * s.n, grid, want.data());
+          ASSERT_TRUE((*layer)->ForwardToCodes(x.data(), s.m, grid, got.data())) << where;
+          ASSERT_EQ(got, want) << where;
+        }
+      }
+      // Fed codes: as fed the floats (K = 768 and 192 need no padding; 77 does, and then the
+      // layer asks for floats).
+      const ActQuant* in = (*layer)->InputGrid();
+      if (s.k % 64 != 0) {
+        EXPECT_EQ(in, nullptr) << s.k;
+        continue;
+      }
+      ASSERT_NE(in, nullptr) << s.k;
+      std::vector<uint8_t> codes(s.m * s.k);
+      QuantizeActivations(x.data(), s.m * s.k, *in, codes.data());
+      std::vector<float> from_codes(s.m * s.n, 0.25f), from_floats(s.m * s.n, 0.25f);
+      (*layer)->ForwardCodes(codes.data(), s.m, from_codes.data(), /*accumulate=*/true);
+      (*layer)->ForwardAdd(x.data(), s.m, from_floats.data());
+      ASSERT_EQ(from_codes, from_floats) << s.m << "×" << s.k << "×" << s.n;
+    }
+  }
+}
+
 // ---- Dispatch -------------------------------------------------------------------------------
 
 TEST(LowBitDispatchTest, LinearPicksTheLowBitKernelBelow8Bits) {
