@@ -230,7 +230,8 @@ std::vector<float> SoftmaxRows(std::span<const float> scores, int64_t row_len) {
 
 std::vector<float> AttentionScores(const AttentionOperands& a, float q_step, float k_step,
                                    int bits) {
-  const std::vector<float> q = SymmetricCopy(a.q, q_step, bits), k = SymmetricCopy(a.k, k_step, bits);
+  const std::vector<float> q = SymmetricCopy(a.q, q_step, bits),
+                           k = SymmetricCopy(a.k, k_step, bits);
   const int64_t n = a.tokens, d = a.d;
   std::vector<float> scores(static_cast<size_t>(a.count * n * n));
   for (int64_t m = 0; m < a.count; ++m)
@@ -253,7 +254,8 @@ std::vector<float> AttentionOutput(const AttentionOperands& a, std::span<const f
   if (probs_step > 0)
     FakeQuantActivations(probs.data(), static_cast<int64_t>(probs.size()), pq, probs.data());
   std::vector<float> out(static_cast<size_t>(a.count * n * d));
-  for (int64_t m = 0; m < a.count; ++m) Matmul(&probs[m * n * n], &v[m * n * d], n, d, n, &out[m * n * d]);
+  for (int64_t m = 0; m < a.count; ++m)
+    Matmul(&probs[m * n * n], &v[m * n * d], n, d, n, &out[m * n * d]);
   return out;
 }
 
@@ -263,17 +265,17 @@ AttentionChoice SearchAttention(const AttentionOperands& a, int qkv_bits, int pr
               v0 = MaxAbsStep(a.v, qkv_bits);
   const float p0 = 1.0f / static_cast<float>((1 << probs_bits) - 1);
   const std::vector<float> ref_scores = AttentionScores(a, 0, 0, qkv_bits);
-  const int64_t pairs_per_row =
-      std::min<int64_t>(o.pairs_per_row, a.tokens * (a.tokens - 1) / 2);
-  const double pair_count = std::max<double>(1.0, static_cast<double>(a.count * a.tokens) *
-                                                      static_cast<double>(pairs_per_row));
+  const int64_t pairs_per_row = std::min<int64_t>(o.pairs_per_row, a.tokens * (a.tokens - 1) / 2);
+  const double pair_count = std::max<double>(
+      1.0, static_cast<double>(a.count * a.tokens) * static_cast<double>(pairs_per_row));
   auto scores_objective = [&](double q_mult, double k_mult) {
     const std::vector<float> s = AttentionScores(a, static_cast<float>(q_mult * q0),
                                                  static_cast<float>(k_mult * k0), qkv_bits);
     double objective = Pearson(ref_scores, s);
     if (o.ranking) {
-      objective -= o.gamma * RankingLoss(ref_scores, s, a.tokens, o.theta, o.pairs_per_row,
-                                         /*seed=*/7) /
+      objective -= o.gamma *
+                   RankingLoss(ref_scores, s, a.tokens, o.theta, o.pairs_per_row,
+                               /*seed=*/7) /
                    pair_count;
     }
     return objective;

@@ -1,9 +1,8 @@
 #include "quant/mixed_precision.h"
 
-#include <opencv2/core.hpp>
-
 #include <algorithm>
 #include <cmath>
+#include <opencv2/core.hpp>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -32,9 +31,12 @@ std::vector<float> FloatOutputs(const LinearSample& s, const std::vector<float>&
   return liu2021::QuantizedOutput(layer, 0, 8, 0, 8);
 }
 
+// The activation bits that go with weight bits `bits` (MixedPrecisionOptions::act_bits).
+int ActBits(int bits, int act_bits) { return act_bits > 0 ? act_bits : bits; }
+
 // Adds to errors[i] the Linear's output error with the engine's max-based quantizers at
-// candidate_bits[i] (weights and activations).
-void AddLinearErrors(const LinearSample& s, const std::vector<int>& candidate_bits,
+// candidate_bits[i] (weights; activations too unless act_bits fixes them).
+void AddLinearErrors(const LinearSample& s, const std::vector<int>& candidate_bits, int act_bits,
                      std::vector<double>& errors) {
   const int64_t n = s.weight.dim(0), m = static_cast<int64_t>(s.rows.size()) / s.k;
   const std::vector<float> reference = FloatOutputs(s, s.rows);
@@ -44,7 +46,7 @@ void AddLinearErrors(const LinearSample& s, const std::vector<int>& candidate_bi
     const std::vector<float> w_hat =
         DequantizeWeights(QuantizeWeights(s.weight.data(), n, s.k, bits));
     FakeQuantActivations(s.rows.data(), static_cast<int64_t>(s.rows.size()),
-                         ActQuantFromRange(s.min, s.max, bits), x_hat.data());
+                         ActQuantFromRange(s.min, s.max, ActBits(bits, act_bits)), x_hat.data());
     const liu2021::LinearLayer layer{x_hat, w_hat, s.bias, m, s.k, n};
     errors[i] += MeanRowSquaredError(reference, liu2021::QuantizedOutput(layer, 0, 8, 0, 8), m);
   }
@@ -56,12 +58,12 @@ liu2021::AttentionOperands Operands(const AttentionSample& a) {
 
 // Likewise for the attention's output with max-based q, k, v and softmax-output quantizers.
 void AddAttentionErrors(const AttentionSample& sample, const std::vector<int>& candidate_bits,
-                        std::vector<double>& errors) {
+                        int act_bits, std::vector<double>& errors) {
   const liu2021::AttentionOperands a = Operands(sample);
   const std::vector<float> reference =
       liu2021::AttentionOutput(a, liu2021::AttentionScores(a, 0, 0, 8), 0, 8, 0, 8);
   for (size_t i = 0; i < candidate_bits.size(); ++i) {
-    const int bits = candidate_bits[i];
+    const int bits = ActBits(candidate_bits[i], act_bits);  // its operands are activations
     const auto q = static_cast<float>(liu2021::InitialStep(a.q, bits));
     const auto k = static_cast<float>(liu2021::InitialStep(a.k, bits));
     const auto v = static_cast<float>(liu2021::InitialStep(a.v, bits));
@@ -139,9 +141,10 @@ absl::StatusOr<std::vector<BlockChoice>> AssignMixedPrecision(
       c.sensitivity = OutputSensitivity(linears.at(OutputLayer(p.linears)));
     }
     c.error.assign(o.candidate_bits.size(), 0.0);
-    for (const std::string& l : p.linears) AddLinearErrors(linears.at(l), o.candidate_bits, c.error);
+    for (const std::string& l : p.linears)
+      AddLinearErrors(linears.at(l), o.candidate_bits, o.act_bits, c.error);
     if (!p.attention.empty())
-      AddAttentionErrors(*attentions.at(p.attention), o.candidate_bits, c.error);
+      AddAttentionErrors(*attentions.at(p.attention), o.candidate_bits, o.act_bits, c.error);
     block_parameters += c.parameters;
     blocks.push_back({c.sensitivity, c.parameters, o.candidate_bits, c.error});
     choices.push_back(std::move(c));
@@ -152,9 +155,9 @@ absl::StatusOr<std::vector<BlockChoice>> AssignMixedPrecision(
   } else if (o.size_budget_mb > 0) {
     budget = static_cast<int64_t>(o.size_budget_mb * 8e6) - o.fixed_bits;
     if (budget <= 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "size budget ", o.size_budget_mb, " MB is below the ", o.fixed_bits / 8e6,
-          " MB that the float tensors, scales and 8-bit edge layers take alone"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("size budget ", o.size_budget_mb, " MB is below the ", o.fixed_bits / 8e6,
+                       " MB that the float tensors, scales and 8-bit edge layers take alone"));
     }
   } else {
     return absl::InvalidArgumentError("mixed precision needs --avg-bits or --size-budget-mb");

@@ -33,6 +33,10 @@ enum class Sensitivity { kAttentionMap, kOutput };
 struct MixedPrecisionOptions {
   Sensitivity sensitivity = Sensitivity::kAttentionMap;
   std::vector<int> candidate_bits = {3, 4, 5, 6, 7, 8};
+  // Activation bits of every block; 0: each block's activations at its weight bits (the paper's
+  // one bit-width per block). The size budget counts weights only, so fixing the activations at
+  // the uniform configuration's width compares mixed and uniform at equal activation precision.
+  int act_bits = 0;
   double avg_bits = 0;        // budget: the blocks' weights at this average, or
   double size_budget_mb = 0;  // the whole artifact's tensor bytes (fixed parts subtracted)
   int64_t fixed_bits = 0;     // bits of everything outside the blocks' weights (size budget)

@@ -189,7 +189,7 @@ absl::StatusOr<std::vector<BlockChoice>> ChooseMixedPrecision(
                         AssignMixedPrecision(linears, attentions, mp));
   for (const BlockChoice& c : choices) {
     std::fprintf(stderr, "mixed precision: %-24s sensitivity %9.4f  W%dA%d  (%lld weights)\n",
-                 c.block.c_str(), c.sensitivity, c.bits, c.bits,
+                 c.block.c_str(), c.sensitivity, c.bits, mp.act_bits > 0 ? mp.act_bits : c.bits,
                  static_cast<long long>(c.parameters));
   }
   return choices;
@@ -198,13 +198,14 @@ absl::StatusOr<std::vector<BlockChoice>> ChooseMixedPrecision(
 // Liu et al.'s search for one attention layer's q, k, v and softmax-output steps.
 void SearchAttentionScales(const std::string& layer, const AttentionSample& sample,
                            const PtqOptions& o, QuantSpec::Attention& a) {
-  liu2021::AttentionOperands ops{sample.q(), sample.k(),      sample.v(),       sample.bias(),
+  liu2021::AttentionOperands ops{sample.q(),     sample.k(),      sample.v(),       sample.bias(),
                                  sample.count(), sample.tokens(), sample.head_dim()};
   liu2021::AttentionSearchOptions search;
   search.search.candidates = o.search_candidates;
   search.search.max_rounds = o.search_rounds;
   search.ranking = o.ranking;
-  const liu2021::AttentionChoice c = liu2021::SearchAttention(ops, a.qkv_bits, a.probs_bits, search);
+  const liu2021::AttentionChoice c =
+      liu2021::SearchAttention(ops, a.qkv_bits, a.probs_bits, search);
   a.q_scale = c.q_step;
   a.k_scale = c.k_step;
   a.v_scale = c.v_step;
@@ -265,7 +266,7 @@ absl::StatusOr<PtqResult> QuantizeCheckpoint(const std::string& model_path,
   // 1. The float model with an observer on every Linear's input.
   std::map<std::string, std::shared_ptr<RangeObserver>> observers;
   std::map<std::string, std::array<std::shared_ptr<RangeObserver>, 3>> qkv_observers;  // q, k, v
-  std::map<std::string, std::shared_ptr<AttentionSample>> attention_samples;         // liu2021
+  std::map<std::string, std::shared_ptr<AttentionSample>> attention_samples;           // liu2021
   const PrecisionPlan observe = [&](const std::string& layer) {
     QuantSpec s = QuantSpec::Float(Precision::kFp32);
     if (absl::EndsWith(layer, "attn.matmul")) {
@@ -296,7 +297,8 @@ absl::StatusOr<PtqResult> QuantizeCheckpoint(const std::string& model_path,
         result.mixed_precision,
         ChooseMixedPrecision(file, config.arch, store, observers, attention_samples, o));
     for (const BlockChoice& c : result.mixed_precision) {
-      for (const std::string& layer : c.layers) o.bits.layers[layer] = {c.bits, c.bits};
+      const int act_bits = o.mixed.act_bits > 0 ? o.mixed.act_bits : c.bits;
+      for (const std::string& layer : c.layers) o.bits.layers[layer] = {c.bits, act_bits};
     }
   }
   // 2. Per-layer quantizers.
@@ -354,8 +356,8 @@ absl::StatusOr<PtqResult> QuantizeCheckpoint(const std::string& model_path,
       }
       const RangeObserver& obs = *observers.at(layer);
       if (obs.row_len() == 0) continue;  // never ran: keep the plain calibration
-      LinearChoice c = SearchLinear(progress(layer), obs.rows(), obs.row_len(), w, std::move(bias), obs,
-                                    o.bits.For(layer), o);
+      LinearChoice c = SearchLinear(progress(layer), obs.rows(), obs.row_len(), w, std::move(bias),
+                                    obs, o.bits.For(layer), o);
       spec.act = c.act;
       choices[layer] = std::move(c);
     }
@@ -398,6 +400,7 @@ absl::StatusOr<PtqResult> QuantizeCheckpoint(const std::string& model_path,
         {"avg_bits", o.mixed.avg_bits},
         {"size_budget_mb", o.mixed.size_budget_mb},
         {"candidate_bits", o.mixed.candidate_bits},
+        {"mp_act_bits", o.mixed.act_bits},
         {"mp_sensitivity",
          o.mixed.sensitivity == Sensitivity::kOutput ? "output" : "attention-map"},
         {"attention_matrices", o.attention_matrices},

@@ -62,6 +62,11 @@ CLI::App* AddQuantizeCommand(CLI::App& app, QuantizeFlags& f) {
   cmd->add_option("--mp-bits", f.mp_bits, "mixed precision candidate bit-widths")
       ->delimiter(',')
       ->check(CLI::Range(2, 8));
+  cmd->add_option("--mp-act-bits", f.mp_act_bits,
+                  "mixed precision: every block's activations at these bits, only the weights "
+                  "mixed (the budget counts weights); default: each block's weight bits")
+      ->check(CLI::Range(2, 8))
+      ->needs(mp);
   cmd->add_flag("--no-ranking", f.no_ranking,
                 "liu2021: search the attention's q/k steps by similarity alone (no ranking loss)");
   cmd->add_option("--percentile", f.percentile,
@@ -111,6 +116,7 @@ int RunQuantize(const QuantizeFlags& f) {
   o.mixed.avg_bits = f.avg_bits;
   o.mixed.size_budget_mb = f.size_budget_mb;
   o.mixed.candidate_bits = f.mp_bits;
+  o.mixed.act_bits = f.mp_act_bits;
   o.mixed.sensitivity = f.mp_sensitivity == "output" ? quant::Sensitivity::kOutput
                                                      : quant::Sensitivity::kAttentionMap;
   o.percentile = f.percentile;

@@ -27,6 +27,7 @@ struct QuantizeFlags {
   bool mixed_precision = false;
   double avg_bits = 0, size_budget_mb = 0;
   std::vector<int> mp_bits = {3, 4, 5, 6, 7, 8};
+  int mp_act_bits = 0;  // 0: each block's weight bits
   std::string mp_sensitivity = "attention-map";
   std::string output;
 };

@@ -62,6 +62,26 @@ TEST(MixedPrecision, SensitiveBlocksGetMoreBitsWithinTheBudget) {
 
 // An attention block's σ is its attention map's nuclear norm (per row, averaged over heads), or
 // with Sensitivity::kOutput the nuclear norm of its proj output like any other block.
+// With the activations fixed (act_bits), a candidate's error is the weights' alone: below the
+// error of the same weight bits with activations at those bits too, and the same at 8 bits.
+TEST(MixedPrecision, FixedActivationBitsLeaveOnlyTheWeightError) {
+  std::map<std::string, LinearSample> linears;
+  linears.emplace("blocks.0.mlp.fc1", Sample(1, 1.0f));
+  linears.emplace("blocks.0.mlp.fc2", Sample(2, 1.0f));
+  MixedPrecisionOptions o;
+  o.candidate_bits = {3, 4, 8};
+  o.avg_bits = 8;
+  auto follow = AssignMixedPrecision(linears, {}, o);
+  o.act_bits = 8;
+  auto fixed = AssignMixedPrecision(linears, {}, o);
+  ASSERT_TRUE(follow.ok() && fixed.ok());
+  const std::vector<double>& e_follow = (*follow)[0].error;
+  const std::vector<double>& e_fixed = (*fixed)[0].error;
+  EXPECT_LT(e_fixed[0], 0.9 * e_follow[0]);   // W3A8 against W3A3
+  EXPECT_LT(e_fixed[1], 0.9 * e_follow[1]);   // W4A8 against W4A4
+  EXPECT_DOUBLE_EQ(e_fixed[2], e_follow[2]);  // W8A8 either way
+}
+
 TEST(MixedPrecision, AttentionBlockSensitivityFromTheMapOrTheOutput) {
   std::mt19937 rng(7);
   std::normal_distribution<float> normal;
@@ -69,8 +89,8 @@ TEST(MixedPrecision, AttentionBlockSensitivityFromTheMapOrTheOutput) {
   std::vector<float> qkv(3 * heads * n * d);
   for (float& v : qkv) v = normal(rng);
   AttentionSample sample;
-  sample.Record(qkv.data(), qkv.data() + heads * n * d, qkv.data() + 2 * heads * n * d, heads, n,
-                d, nullptr, 1);
+  sample.Record(qkv.data(), qkv.data() + heads * n * d, qkv.data() + 2 * heads * n * d, heads, n, d,
+                nullptr, 1);
   std::map<std::string, LinearSample> linears;
   linears.emplace("blocks.0.attn.proj", Sample(1, 1.0f));
   linears.emplace("blocks.0.attn.qkv", Sample(2, 0.1f));
