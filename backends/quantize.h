@@ -5,7 +5,10 @@
 //          (the range is symmetric, -7..7 at 4 bits, so that q and -q are both representable).
 // Activations: asymmetric, per tensor, b bits:      q = clamp(round(x / s) + z, 0, 2^b - 1)
 // round() is round-half-to-even everywhere (std::nearbyint), as the integer kernels do, so the
-// fake-quant reference and the integer path see the same integers.
+// fake-quant reference and the integer path see the same integers. One exception: an integer
+// MLP's fc2 input is quantized in fc1's oneDNN epilogue as round(x / s + z), which can differ by
+// one code at ties when z is odd, and where the fused float arithmetic rounds differently.
+// (Our low-bit kernels quantize their epilogue rows with QuantizeActivationsSerial: exact.)
 #pragma once
 
 #include <cstdint>

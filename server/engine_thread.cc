@@ -1,6 +1,7 @@
 #include "server/engine_thread.h"
 
 #include <algorithm>
+#include <utility>
 
 namespace vitq::server {
 namespace {
@@ -26,16 +27,21 @@ EngineThread::~EngineThread() {
   thread_.join();
 }
 
-void EngineThread::Run(absl::FunctionRef<void()> fn) {
-  if (IsCurrent()) {
-    fn();
-    return;
-  }
-  Call call{fn, Never, Clock::time_point::max()};
+bool EngineThread::Wait(Call& call, std::deque<Call*>& queue) {
   std::unique_lock<std::mutex> lock(mu_);
-  normal_.push_back(&call);
+  queue.push_back(&call);
+  DropStaleBackground();  // e.g. a background call of the caller's own variant
   work_.notify_one();
   finished_.wait(lock, [&call] { return call.done; });
+  // An exception thrown by the work belongs to the caller, as if it had run the work itself.
+  if (call.error) std::rethrow_exception(call.error);
+  return call.ran;
+}
+
+void EngineThread::Run(absl::FunctionRef<void()> fn) {
+  if (IsCurrent()) return fn();
+  Call call{fn, Never, Clock::time_point::max()};
+  Wait(call, normal_);
 }
 
 bool EngineThread::RunInBackground(absl::FunctionRef<void()> fn, Clock::time_point deadline,
@@ -45,19 +51,21 @@ bool EngineThread::RunInBackground(absl::FunctionRef<void()> fn, Clock::time_poi
     return true;
   }
   Call call{fn, give_up, deadline};
-  std::unique_lock<std::mutex> lock(mu_);
-  background_.push_back(&call);
-  work_.notify_one();
-  finished_.wait(lock, [&call] { return call.done; });
-  return call.ran;
+  return Wait(call, background_);
 }
 
 void EngineThread::ChangeRealWork(int delta) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    real_work_ += delta;
-    if (background_.empty()) return;  // nobody to tell
-  }
+  std::lock_guard<std::mutex> lock(mu_);
+  real_work_ += delta;
+  if (background_.empty()) return;  // nobody to tell
+  // A waiting background call may give up now: answer it at once, even while a pass runs.
+  DropStaleBackground();
+  work_.notify_one();
+}
+
+void EngineThread::Recheck() {
+  std::lock_guard<std::mutex> lock(mu_);
+  DropStaleBackground();
   work_.notify_one();
 }
 
@@ -72,21 +80,24 @@ void EngineThread::Finish(Call* call, bool ran) {
   finished_.notify_all();
 }
 
-EngineThread::Call* EngineThread::NextCall() {
-  if (!normal_.empty()) {
-    Call* call = normal_.front();
-    normal_.pop_front();
-    return call;
-  }
+void EngineThread::DropStaleBackground() {
   const Clock::time_point now = Clock::now();
   auto dropped = std::stable_partition(background_.begin(), background_.end(), [now](Call* c) {
     return now < c->deadline && !c->give_up();
   });
   for (auto it = dropped; it != background_.end(); ++it) Finish(*it, /*ran=*/false);
   background_.erase(dropped, background_.end());
-  if (background_.empty() || (real_work_ > 0 && !stopping_)) return nullptr;
-  Call* call = background_.front();
-  background_.pop_front();
+}
+
+EngineThread::Call* EngineThread::NextCall() {
+  DropStaleBackground();
+  std::deque<Call*>* queue = &normal_;
+  if (queue->empty()) {
+    if (background_.empty() || (real_work_ > 0 && !stopping_)) return nullptr;
+    queue = &background_;
+  }
+  Call* call = queue->front();
+  queue->pop_front();
   return call;
 }
 
@@ -95,8 +106,14 @@ void EngineThread::Loop() {
   while (true) {
     if (Call* call = NextCall()) {
       lock.unlock();
-      call->fn();
+      std::exception_ptr error;
+      try {
+        call->fn();
+      } catch (...) {
+        error = std::current_exception();
+      }
       lock.lock();
+      call->error = std::move(error);
       Finish(call, /*ran=*/true);
       continue;
     }

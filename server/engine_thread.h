@@ -21,6 +21,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <exception>
 #include <mutex>
 #include <thread>
 
@@ -34,19 +35,21 @@ class EngineThread {
   static EngineThread& Shared();
 
   EngineThread();
-  // Finishes the queued calls, then joins the thread.
+  // Joins the thread. No call may be running or waiting (the shared one is never destroyed).
   ~EngineThread();
   EngineThread(const EngineThread&) = delete;
   EngineThread& operator=(const EngineThread&) = delete;
 
   // Runs `fn` on the engine thread and returns when it has finished; calls from several threads
   // run one at a time, in arrival order. Called on the engine thread itself, runs `fn` inline.
+  // An exception `fn` throws is rethrown here, on the caller's thread.
   void Run(absl::FunctionRef<void()> fn);
 
   // Runs `fn` on the engine thread once no real work is pending (see RealWorkQueued) and no
   // normal call waits. Returns false, without running it, when `deadline` passes or `give_up()`
-  // turns true first; `give_up` is checked whenever the pending real work changes, under a lock:
-  // it must be cheap and must not call into the EngineThread.
+  // turns true first; `give_up` is checked whenever calls are queued or taken, the pending real
+  // work changes or Recheck is called, under a lock: it must be cheap and must not call into the
+  // EngineThread.
   bool RunInBackground(absl::FunctionRef<void()> fn, std::chrono::steady_clock::time_point deadline,
                        absl::FunctionRef<bool()> give_up);
 
@@ -54,6 +57,9 @@ class EngineThread {
   // while the count is above zero.
   void RealWorkQueued() { ChangeRealWork(+1); }
   void RealWorkDone() { ChangeRealWork(-1); }
+
+  // Checks the waiting background calls' deadlines and give_up() now (e.g. a variant draining).
+  void Recheck();
 
   // Calls waiting for the engine thread (not counting the one running).
   int Queued() const;
@@ -69,13 +75,18 @@ class EngineThread {
     Clock::time_point deadline;         // background calls only
     bool done = false;
     bool ran = false;
+    std::exception_ptr error = nullptr;  // thrown by fn
   };
+  // Queues `call` and waits for it; returns whether it ran. Rethrows what it threw.
+  bool Wait(Call& call, std::deque<Call*>& queue);
   void ChangeRealWork(int delta);
   void Loop();
-  // The call to run next, or null. Drops (and answers) the background calls that expired or
-  // gave up. Needs mu_.
+  // The functions below need mu_.
+  // The call to run next, or null.
   Call* NextCall();
-  void Finish(Call* call, bool ran);  // needs mu_
+  // Answers (without running) the background calls past their deadline or giving up.
+  void DropStaleBackground();
+  void Finish(Call* call, bool ran);
 
   mutable std::mutex mu_;
   std::condition_variable work_;      // a call was queued, real work changed, or stopping

@@ -26,6 +26,12 @@ absl::Status Annotate(const absl::Status& status, const std::string& where) {
   return absl::Status(status.code(), absl::StrCat(where, ": ", status.message()));
 }
 
+// OpenMP's thread count is per calling thread: set on the engine thread for each piece of work
+// (variants may differ in it).
+void UseEngineThreads(int engine_threads) {
+  if (engine_threads > 0) omp_set_num_threads(engine_threads);
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> FileSha256(const std::string& path) {
@@ -74,8 +80,10 @@ absl::StatusOr<std::shared_ptr<Variant>> Variant::Load(const std::string& model_
     absl::StatusOr<ModelConfig> shape = PresetConfig(config.preset);
     if (!shape.ok()) return Annotate(shape.status(), where);
     absl::StatusOr<std::unique_ptr<Model>> model = absl::InternalError("not built");
-    EngineThread::Shared().Run(
-        [&] { model = RandomModel(*shape, /*seed=*/1, UniformPlan(*precision)); });
+    EngineThread::Shared().Run([&] {
+      UseEngineThreads(engine_threads);
+      model = RandomModel(*shape, /*seed=*/1, UniformPlan(*precision));
+    });
     if (!model.ok()) return Annotate(model.status(), where);
     return FromModel(model_name, config, batching, std::move(*model), metrics, "", engine_threads);
   }
@@ -87,7 +95,10 @@ absl::StatusOr<std::shared_ptr<Variant>> Variant::Load(const std::string& model_
   if (!sha.ok()) return Annotate(sha.status(), where);
   // Loading reorders weights with OpenMP: on the engine thread, like every other engine call.
   absl::StatusOr<std::unique_ptr<Model>> model = absl::InternalError("not loaded");
-  EngineThread::Shared().Run([&] { model = LoadModel(config.path, options); });
+  EngineThread::Shared().Run([&] {
+    UseEngineThreads(engine_threads);
+    model = LoadModel(config.path, options);
+  });
   if (!model.ok()) return Annotate(model.status(), where);
   absl::StatusOr<std::shared_ptr<Variant>> variant = FromModel(
       model_name, config, batching, std::move(*model), metrics, std::move(*sha), engine_threads);
@@ -133,13 +144,17 @@ Variant::Variant(std::string model_name, VariantConfig config, BatcherOptions ba
 }
 
 Variant::~Variant() {
+  StopBackgroundWaits();
   if (batcher_) batcher_->Stop();
   if (metrics_) metrics_->RemoveVariant(series_);
 }
 
 absl::Status Variant::Start() {
   // Describing the kernels creates batch-1 primitives: engine work, on the engine thread.
-  EngineThread::Shared().Run([this] { precision_ = PrecisionSummary(*model_); });
+  EngineThread::Shared().Run([this] {
+    UseEngineThreads(engine_threads_);
+    precision_ = PrecisionSummary(*model_);
+  });
   if (absl::Status s = WarmUp(); !s.ok()) return s;
   if (metrics_) {
     series_ = metrics_->ForVariant(model_name_, config_.name,
@@ -219,8 +234,7 @@ Variant::EngineRun Variant::RunEngine(const Tensor& images,
   auto forward = [&] {
     const SteadyTime start = std::chrono::steady_clock::now();
     run.wait_us = MicrosSince(submitted);
-    // OpenMP's thread count is per calling thread, and variants may differ in it.
-    if (engine_threads_ > 0) omp_set_num_threads(engine_threads_);
+    UseEngineThreads(engine_threads_);
     run.logits = model_->Forward(images);
     run.compute_us = MicrosSince(start);
   };
@@ -228,9 +242,10 @@ Variant::EngineRun Variant::RunEngine(const Tensor& images,
     EngineThread::Shared().Run(forward);
     run.ran = true;
   } else {
-    // A real request for this variant must not wait behind its own shadow batch.
-    run.ran = EngineThread::Shared().RunInBackground(forward, *background_deadline,
-                                                     [this] { return real_pending_.load() > 0; });
+    // A real request for this variant must not wait behind its own shadow batch, nor a drain.
+    run.ran = EngineThread::Shared().RunInBackground(forward, *background_deadline, [this] {
+      return real_pending_.load() > 0 || draining_.load();
+    });
   }
   return run;
 }
@@ -269,7 +284,8 @@ void Variant::RunBatch(std::vector<std::unique_ptr<JobBatcher::TaskType>>& batch
   if (!run.ran) {
     for (auto& task : batch) {
       task->Complete(absl::DeadlineExceededError(
-          "shadow copy dropped: the engine was busy with real requests until its deadline"));
+          "shadow copy dropped: real requests kept the engine busy until its deadline, or came "
+          "for its own variant"));
     }
     return;
   }
@@ -294,6 +310,15 @@ void Variant::RunBatch(std::vector<std::unique_ptr<JobBatcher::TaskType>>& batch
   }
 }
 
-absl::Status Variant::Drain(int64_t grace_us) { return batcher_->Drain(grace_us); }
+absl::Status Variant::Drain(int64_t grace_us) {
+  StopBackgroundWaits();
+  return batcher_->Drain(grace_us);
+}
+
+// A shadow batch waiting for idle engine time gives up, so that draining is not held back by it.
+void Variant::StopBackgroundWaits() {
+  draining_ = true;
+  EngineThread::Shared().Recheck();
+}
 
 }  // namespace vitq::server

@@ -138,6 +138,7 @@ class Variant {
   // Real (not shadow) requests accepted and not yet answered: here, and for the engine thread.
   void RealRequestArrived();
   void RealRequestLeft();
+  void StopBackgroundWaits();
   void RunBatch(std::vector<std::unique_ptr<JobBatcher::TaskType>>& batch);
 
   const std::string model_name_;
@@ -154,6 +155,7 @@ class Variant {
   int64_t weight_bytes_ = 0;
   int engine_threads_ = 0;
   std::atomic<int64_t> real_pending_{0};
+  std::atomic<bool> draining_{false};  // no more background waits (Drain, destruction)
   std::unique_ptr<Observer> observer_;
   std::unique_ptr<JobBatcher> batcher_;  // last: its worker uses everything above
 };

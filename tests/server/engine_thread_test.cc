@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -170,27 +171,12 @@ TEST(EngineThread, NestedCallRunsInlineInsteadOfDeadlocking) {
   EXPECT_EQ(depth, 3);
 }
 
-TEST(EngineThread, DestructorRunsWhatIsQueued) {
-  std::atomic<int> ran{0};
-  std::vector<std::thread> callers;
-  {
-    EngineThread engine;
-    std::promise<void> release;
-    std::shared_future<void> released = release.get_future().share();
-    // The first call holds the engine thread until the others are queued behind it.
-    std::thread blocker([&] {
-      engine.Run([&] {
-        released.wait();
-        ran.fetch_add(1);
-      });
-    });
-    for (int i = 0; i < 4; ++i)
-      callers.emplace_back([&] { engine.Run([&] { ran.fetch_add(1); }); });
-    release.set_value();
-    blocker.join();
-    for (auto& t : callers) t.join();
-  }
-  EXPECT_EQ(ran.load(), 5);
+TEST(EngineThread, AnExceptionReachesTheCallerAndTheThreadLivesOn) {
+  EngineThread engine;
+  EXPECT_THROW(engine.Run([] { throw std::runtime_error("engine failure"); }), std::runtime_error);
+  int after = 0;
+  engine.Run([&] { after = 1; });
+  EXPECT_EQ(after, 1);
 }
 
 // A stand-in model that records which threads run its engine code.
@@ -278,6 +264,49 @@ TEST(EngineThread, VariantsDoAllTheirEngineWorkOnTheSharedEngineThread) {
     EXPECT_GE(model->calls(), 1 + 4 + 1);
     EXPECT_EQ(model->threads(), std::set<std::thread::id>{engine_id});
   }
+}
+
+// A shadow batch waiting for idle engine time gives up as soon as a real request comes for its
+// own variant: the copies are answered DEADLINE_EXCEEDED (dropped) and the real request runs.
+TEST(EngineThread, AShadowBatchMakesWayForItsOwnVariantsRealRequest) {
+  BatcherOptions batching;
+  batching.max_batch_size = 4;
+  batching.max_queue_delay_us = 0;
+  VariantConfig config;
+  config.name = "reference";
+  auto variant = Variant::FromModel("m", config, batching,
+                                    std::make_unique<ThreadRecordingModel>(SmallConfig()), nullptr);
+  ASSERT_TRUE(variant.ok()) << variant.status();
+  EngineThread& engine = EngineThread::Shared();
+  std::promise<void> started;
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::thread blocker([&] {
+    engine.Run([&] {
+      started.set_value();
+      released.wait();
+    });
+  });
+  started.get_future().wait();  // the engine thread is busy until `release`
+  auto submit = [&](bool background) {
+    auto done = std::make_shared<std::promise<absl::Status>>();
+    InferInput input;
+    input.images.assign(16, 0.5f);
+    input.background = background;
+    input.deadline_us = Clock::Real()->NowMicros() + 60 * 1000000LL;  // not the reason to drop
+    EXPECT_TRUE(
+        (*variant)
+            ->Submit(std::move(input), [done](absl::Status s, InferOutput) { done->set_value(s); })
+            .ok());
+    return done->get_future();
+  };
+  std::future<absl::Status> shadow = submit(true);
+  while (engine.Queued() < 1) std::this_thread::yield();  // its batch waits in the background
+  std::future<absl::Status> real = submit(false);
+  EXPECT_EQ(shadow.get().code(), absl::StatusCode::kDeadlineExceeded);  // before the release
+  release.set_value();
+  blocker.join();
+  EXPECT_TRUE(real.get().ok());
 }
 
 }  // namespace
