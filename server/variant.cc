@@ -93,12 +93,10 @@ absl::StatusOr<std::shared_ptr<Variant>> Variant::Load(const std::string& model_
   // Hashed before loading so that the metrics label exists from the first request.
   absl::StatusOr<std::string> sha = FileSha256(config.path);
   if (!sha.ok()) return Annotate(sha.status(), where);
-  // Loading reorders weights with OpenMP: on the engine thread, like every other engine call.
-  absl::StatusOr<std::unique_ptr<Model>> model = absl::InternalError("not loaded");
-  EngineThread::Shared().Run([&] {
-    UseEngineThreads(engine_threads);
-    model = LoadModel(config.path, options);
-  });
+  // Reading and building the model starts no OpenMP work (the oneDNN reorders happen at warm-up,
+  // on the engine thread), so it runs here and a hot load does not hold up serving.
+  // EngineThread.LoadingStartsNoOpenMpThreads guards that.
+  absl::StatusOr<std::unique_ptr<Model>> model = LoadModel(config.path, options);
   if (!model.ok()) return Annotate(model.status(), where);
   absl::StatusOr<std::shared_ptr<Variant>> variant = FromModel(
       model_name, config, batching, std::move(*model), metrics, std::move(*sha), engine_threads);

@@ -5,9 +5,12 @@
 #include "server/engine_thread.h"
 
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <atomic>
+#include <filesystem>
 #include <future>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -177,6 +180,36 @@ TEST(EngineThread, AnExceptionReachesTheCallerAndTheThreadLivesOn) {
   int after = 0;
   engine.Run([&] { after = 1; });
   EXPECT_EQ(after, 1);
+}
+
+// Threads of this process now.
+int64_t ProcessThreads() {
+  return std::distance(std::filesystem::directory_iterator("/proc/self/task"),
+                       std::filesystem::directory_iterator());
+}
+
+// Variant::Load reads artifacts on the caller's thread (a hot load must not hold up serving).
+// That is only right while loading starts no OpenMP parallel region: one would give the caller
+// an OpenMP pool of its own, whose extra thread stays, and the pools' threads would outnumber the
+// cores again. Loaded on a fresh thread asking for 2 OpenMP threads: no thread appears.
+TEST(EngineThread, LoadingStartsNoOpenMpThreads) {
+  std::thread loader([] {
+    omp_set_num_threads(2);
+    const int64_t before = ProcessThreads();
+    for (const char* name : {"fmnist-deit.w8a8", "fmnist-deit.w4a4", "fmnist-deit.qvit-w2a2",
+                             "fmnist-swin.w8a8", "fmnist-swin.qvit-w4a4"}) {
+      auto model = LoadModel(std::string(VITQ_MODELS_DIR) + "/" + name + ".safetensors", {});
+      ASSERT_TRUE(model.ok()) << model.status();
+    }
+    EXPECT_EQ(ProcessThreads(), before);
+    // The check can fail: a parallel region here adds the pool's thread.
+    std::atomic<int> members{0};
+#pragma omp parallel
+    members.fetch_add(1);
+    EXPECT_EQ(members.load(), 2);
+    EXPECT_EQ(ProcessThreads(), before + 1);
+  });
+  loader.join();
 }
 
 // A stand-in model that records which threads run its engine code.
