@@ -1,5 +1,6 @@
-// EngineThread: the one thread of the server process that runs engine code (model loading,
-// warm-up, every forward pass). Callers hand it a function and wait for it to finish.
+// EngineThread: the one thread of the server process that runs engine code (describing and
+// warming up a model, every forward pass; reading an artifact starts no OpenMP work and stays on
+// the caller's thread). Callers hand it a function and wait for it to finish.
 //
 //   absl::StatusOr<Tensor> logits;
 //   EngineThread::Shared().Run([&] { logits = model.Forward(images); });
