@@ -76,19 +76,36 @@ TEST(EngineThread, CallsFromManyThreadsAllRunOnTheOneThreadOneAtATime) {
 constexpr auto kFarAway = std::chrono::hours(1);
 bool Never() { return false; }
 
+// Keeps an engine thread busy, from construction until Release(), so that calls queue behind it.
+class EngineBlocker {
+ public:
+  explicit EngineBlocker(EngineThread& engine)
+      : released_(release_.get_future().share()), thread_([this, &engine] {
+          engine.Run([this] {
+            started_.set_value();
+            released_.wait();
+          });
+        }) {
+    started_.get_future().wait();
+  }
+  ~EngineBlocker() { Release(); }
+  void Release() {
+    if (thread_.joinable()) {
+      release_.set_value();
+      thread_.join();
+    }
+  }
+
+ private:
+  std::promise<void> started_;
+  std::promise<void> release_;
+  std::shared_future<void> released_;
+  std::thread thread_;  // last: it uses the members above
+};
+
 TEST(EngineThread, NormalCallsRunBeforeBackgroundCallsThatWaitedLonger) {
   EngineThread engine;
-  std::promise<void> started;
-  std::promise<void> release;
-  std::shared_future<void> released = release.get_future().share();
-  // Holds the engine thread until both calls below are queued.
-  std::thread blocker([&] {
-    engine.Run([&] {
-      started.set_value();
-      released.wait();
-    });
-  });
-  started.get_future().wait();
+  EngineBlocker blocker(engine);  // until both calls below are queued
   std::mutex mu;
   std::vector<std::string> order;
   auto record = [&](const char* what) {
@@ -103,8 +120,8 @@ TEST(EngineThread, NormalCallsRunBeforeBackgroundCallsThatWaitedLonger) {
   while (engine.Queued() < 1) std::this_thread::yield();
   std::thread normal([&] { engine.Run([&] { record("normal"); }); });
   while (engine.Queued() < 2) std::this_thread::yield();
-  release.set_value();
-  for (std::thread* t : {&blocker, &background, &normal}) t->join();
+  blocker.Release();
+  for (std::thread* t : {&background, &normal}) t->join();
   EXPECT_TRUE(background_ran);
   EXPECT_EQ(order, (std::vector<std::string>{"normal", "background"}));
 }
@@ -311,16 +328,7 @@ TEST(EngineThread, AShadowBatchMakesWayForItsOwnVariantsRealRequest) {
                                     std::make_unique<ThreadRecordingModel>(SmallConfig()), nullptr);
   ASSERT_TRUE(variant.ok()) << variant.status();
   EngineThread& engine = EngineThread::Shared();
-  std::promise<void> started;
-  std::promise<void> release;
-  std::shared_future<void> released = release.get_future().share();
-  std::thread blocker([&] {
-    engine.Run([&] {
-      started.set_value();
-      released.wait();
-    });
-  });
-  started.get_future().wait();  // the engine thread is busy until `release`
+  EngineBlocker blocker(engine);
   auto submit = [&](bool background) {
     auto done = std::make_shared<std::promise<absl::Status>>();
     InferInput input;
@@ -337,8 +345,7 @@ TEST(EngineThread, AShadowBatchMakesWayForItsOwnVariantsRealRequest) {
   while (engine.Queued() < 1) std::this_thread::yield();  // its batch waits in the background
   std::future<absl::Status> real = submit(false);
   EXPECT_EQ(shadow.get().code(), absl::StatusCode::kDeadlineExceeded);  // before the release
-  release.set_value();
-  blocker.join();
+  blocker.Release();
   EXPECT_TRUE(real.get().ok());
 }
 
