@@ -8,9 +8,10 @@
 // Why one thread: libgomp keeps an OpenMP thread pool for every thread that starts a parallel
 // region, and once the pools' threads outnumber the cores it stops spinning between parallel
 // regions and parks its threads on a futex. A forward pass has hundreds of regions, so each one
-// then pays a wake-up: DeiT-S W8A8 at batch 1 took 9.8 ms on a process's only OpenMP thread and
-// 15.6 ms once a second thread had a pool (docs/PERFORMANCE.md). With every engine call on this
-// thread the process has one pool, whatever the number of variants, batchers and gRPC threads.
+// then pays a wake-up: DeiT-S W8A8 at batch 1 took 10.9 ms on a process's only OpenMP thread and
+// 19.9 ms once a second thread had a pool (`vitq bench --second-thread`, docs/PERFORMANCE.md).
+// With every engine call on this thread the process has one pool, whatever the number of
+// variants, batchers and gRPC threads.
 // On a CPU-bound engine this also means one forward pass at a time, which is what the cores allow.
 //
 // Shadow copies run in the background: only while no real request is pending anywhere in the
