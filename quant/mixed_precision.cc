@@ -166,7 +166,10 @@ absl::StatusOr<std::vector<BlockChoice>> AssignMixedPrecision(
   if (!picked.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("mixed precision: ", picked.status().message()));
   }
-  for (size_t b = 0; b < choices.size(); ++b) choices[b].bits = o.candidate_bits[(*picked)[b]];
+  for (size_t b = 0; b < choices.size(); ++b) {
+    choices[b].bits = o.candidate_bits[(*picked)[b]];
+    choices[b].act_bits = ActBits(choices[b].bits, o.act_bits);
+  }
   return choices;
 }
 

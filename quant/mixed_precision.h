@@ -49,6 +49,7 @@ struct BlockChoice {
   double sensitivity = 0;
   std::vector<double> error;  // per candidate bit-width
   int bits = 0;               // chosen
+  int act_bits = 0;           // its activations: `bits`, unless the options fix them
 };
 
 // The block of a layer name ("blocks.0.attn.qkv" → "blocks.0.attn"), or the name itself.

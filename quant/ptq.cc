@@ -189,7 +189,7 @@ absl::StatusOr<std::vector<BlockChoice>> ChooseMixedPrecision(
                         AssignMixedPrecision(linears, attentions, mp));
   for (const BlockChoice& c : choices) {
     std::fprintf(stderr, "mixed precision: %-24s sensitivity %9.4f  W%dA%d  (%lld weights)\n",
-                 c.block.c_str(), c.sensitivity, c.bits, mp.act_bits > 0 ? mp.act_bits : c.bits,
+                 c.block.c_str(), c.sensitivity, c.bits, c.act_bits,
                  static_cast<long long>(c.parameters));
   }
   return choices;
@@ -297,8 +297,7 @@ absl::StatusOr<PtqResult> QuantizeCheckpoint(const std::string& model_path,
         result.mixed_precision,
         ChooseMixedPrecision(file, config.arch, store, observers, attention_samples, o));
     for (const BlockChoice& c : result.mixed_precision) {
-      const int act_bits = o.mixed.act_bits > 0 ? o.mixed.act_bits : c.bits;
-      for (const std::string& layer : c.layers) o.bits.layers[layer] = {c.bits, act_bits};
+      for (const std::string& layer : c.layers) o.bits.layers[layer] = {c.bits, c.act_bits};
     }
   }
   // 2. Per-layer quantizers.

@@ -80,6 +80,8 @@ TEST(MixedPrecision, FixedActivationBitsLeaveOnlyTheWeightError) {
   EXPECT_LT(e_fixed[0], 0.9 * e_follow[0]);   // W3A8 against W3A3
   EXPECT_LT(e_fixed[1], 0.9 * e_follow[1]);   // W4A8 against W4A4
   EXPECT_DOUBLE_EQ(e_fixed[2], e_follow[2]);  // W8A8 either way
+  EXPECT_EQ((*fixed)[0].act_bits, 8);
+  EXPECT_EQ((*follow)[0].act_bits, (*follow)[0].bits);
 }
 
 TEST(MixedPrecision, AttentionBlockSensitivityFromTheMapOrTheOutput) {
