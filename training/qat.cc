@@ -91,8 +91,8 @@ std::map<std::string, QkvFold> AffineIrmFolds(Classifier& student) {
     if (!attn || attn->q_norm.is_empty() || attn->q_norm->form() != Irm::kAffine) continue;
     const torch::Tensor v_scale = torch::ones({attn->heads() * attn->head_dim()});
     folds[item.key() + ".qkv"] = {
-        torch::cat({attn->q_norm->AffineScale().flatten(), attn->k_norm->AffineScale().flatten(),
-                    v_scale})
+        torch::cat(
+            {attn->q_norm->AffineScale().flatten(), attn->k_norm->AffineScale().flatten(), v_scale})
             .contiguous(),
         torch::cat({attn->q_norm->AffineShift().flatten(), attn->k_norm->AffineShift().flatten(),
                     torch::zeros_like(v_scale)})
@@ -127,8 +127,8 @@ absl::StatusOr<QatModels> MakeQatModels(const std::string& fp_checkpoint, const 
   VITQ_ASSIGN_OR_RETURN(std::shared_ptr<const SafetensorsFile> file,
                         SafetensorsFile::Open(fp_checkpoint));
   if (IsQuantizedArtifact(*file)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(fp_checkpoint, " is a quantized artifact: QAT starts from a float checkpoint"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        fp_checkpoint, " is a quantized artifact: QAT starts from a float checkpoint"));
   }
   try {
     m.student = MakeClassifier(m.config);
@@ -149,23 +149,23 @@ absl::StatusOr<QatModels> MakeQatModels(const std::string& fp_checkpoint, const 
   return m;
 }
 
-absl::StatusOr<TrainResult> TrainQat(QatModels& m, const data::LabeledImages& train,
-                                     const data::LabeledImages& test, const QatOptions& o) {
+StepLossFn QatStepLoss(QatModels& m, const QatOptions& o) {
   Classifier& student = *m.student;
   Classifier& teacher = *m.teacher;
-  const float mean = m.config.preprocess.mean[0], std = m.config.preprocess.std[0];
-  QkCapture student_qk, teacher_qk;
+  // Shared so that the captures outlive this call with the returned function.
+  auto student_qk = std::make_shared<QkCapture>(), teacher_qk = std::make_shared<QkCapture>();
   const auto ce = F::CrossEntropyFuncOptions().label_smoothing(o.train.label_smoothing);
-  const StepLossFn step_loss = [&](const torch::Tensor& x, const torch::Tensor& y) {
-    student_qk.clear();
-    teacher_qk.clear();
-    if (o.dgd) SetQkCapture(student, &student_qk);
+  return [&student, &teacher, student_qk, teacher_qk, ce, o](const torch::Tensor& x,
+                                                             const torch::Tensor& y) {
+    student_qk->clear();
+    teacher_qk->clear();
+    if (o.dgd) SetQkCapture(student, student_qk.get());
     Logits out = student.Forward(x);
     SetQkCapture(student, nullptr);
     torch::Tensor teacher_labels;
     if (o.distill || o.dgd) {
       torch::NoGradGuard no_grad;
-      if (o.dgd) SetQkCapture(teacher, &teacher_qk);
+      if (o.dgd) SetQkCapture(teacher, teacher_qk.get());
       teacher_labels = teacher.Forward(x).Inference().argmax(1);
       SetQkCapture(teacher, nullptr);
     }
@@ -173,10 +173,15 @@ absl::StatusOr<TrainResult> TrainQat(QatModels& m, const data::LabeledImages& tr
     const torch::Tensor& second_logits = out.dist.defined() ? out.dist : out.logits;
     torch::Tensor loss = 0.5 * F::cross_entropy(out.logits, y, ce) +
                          0.5 * F::cross_entropy(second_logits, second_target, ce);
-    if (o.dgd) loss = loss + o.dgd_weight * DgdLoss(student_qk, teacher_qk, o.dgd_reduction);
+    if (o.dgd) loss = loss + o.dgd_weight * DgdLoss(*student_qk, *teacher_qk, o.dgd_reduction);
     return StepOutput{loss, out};
   };
-  return TrainWithLoss(student, train, test, mean, std, o.train, step_loss);
+}
+
+absl::StatusOr<TrainResult> TrainQat(QatModels& m, const data::LabeledImages& train,
+                                     const data::LabeledImages& test, const QatOptions& o) {
+  const float mean = m.config.preprocess.mean[0], std = m.config.preprocess.std[0];
+  return TrainWithLoss(*m.student, train, test, mean, std, o.train, QatStepLoss(m, o));
 }
 
 absl::Status ExportQatArtifact(Classifier& student, const ModelConfig& config,

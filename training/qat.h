@@ -20,14 +20,14 @@
 namespace vitq::training {
 
 struct QatOptions {
-  QatBits bits{4, 4};  // every block Linear and attention
-  QatBits edge{8, 8};  // patch embedding and classifier heads (Q-ViT keeps them at 8 bits)
-  Irm irm = Irm::kAffine;  // IRM on q and k (kNone: off)
-  bool dgd = true;         // Distribution-Guided Distillation
-  bool distill = true;     // teacher's hard labels in the class loss
+  QatBits bits{4, 4};       // every block Linear and attention
+  QatBits edge{8, 8};       // patch embedding and classifier heads (Q-ViT keeps them at 8 bits)
+  Irm irm = Irm::kAffine;   // IRM on q and k (kNone: off)
+  bool dgd = true;          // Distribution-Guided Distillation
+  bool distill = true;      // teacher's hard labels in the class loss
   double dgd_weight = 1.0;  // λ
   DgdReduction dgd_reduction = DgdReduction::kMean;
-  TrainOptions train;       // schedule, augmentation, checkpoints (train.out_dir), resume
+  TrainOptions train;  // schedule, augmentation, checkpoints (train.out_dir), resume
 };
 
 // The bits of layer `layer` under `o` (edge layers: patch_embed.proj, head, head_dist, head.fc).
@@ -39,6 +39,11 @@ struct QatModels {
   std::shared_ptr<Classifier> student, teacher;
 };
 absl::StatusOr<QatModels> MakeQatModels(const std::string& fp_checkpoint, const QatOptions& o);
+
+// The loss of one Q-ViT training step of `m.student` (`m` must outlive the function): class
+// loss(es), the teacher's labels and DGD as `o` says. What TrainQat minimises; bench/qat_bench
+// times it.
+StepLossFn QatStepLoss(QatModels& m, const QatOptions& o);
 
 // Trains `m.student` (resumable from o.train.out_dir/checkpoint.pt).
 absl::StatusOr<TrainResult> TrainQat(QatModels& m, const data::LabeledImages& train,

@@ -1,8 +1,12 @@
 #include "training/quantizers.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
+#include <vector>
+
+#include "backends/quantize.h"
 
 namespace vitq::training {
 namespace {
@@ -16,7 +20,159 @@ void CheckBits(int bits) {
 // a floor), so the exported positive scales describe exactly the trained function.
 torch::Tensor StepMagnitude(const torch::Tensor& step) { return step.abs().clamp_min(1e-8); }
 
+// ---- fused round-and-clamp -------------------------------------------------------------
+//
+// One pass forward and one backward over the tensor instead of the ~20 element-wise torch ops
+// (and their autograd nodes) that x / s, RoundPass, the clamp and · s make: the quantizers were
+// a third of a QAT step (bench/qat_bench). The gradients are those of that composition, ties
+// included (FakeQuantTest checks them against it).
+
+constexpr float kRoundLimit = 4194304.0f;  // 2^22: RoundHalfEven is exact up to here
+
+// A value's clamped code and the shares of its gradient that reach x (`through`) and the low
+// and high edges. Two clamp rules, as the torch ops the quantizers were written with:
+//   clamp     torch::clamp(r, lo, hi): all of it to r where lo <= r <= hi;
+//   min_max   minimum(maximum(r, lo), hi) with tensor edges: at a tie each side gets half.
+struct CodeGrad {
+  float code, through, at_lo, at_hi;
+};
+
+// Written without branches: on values clipped at random a branch mispredicts half the time
+// (4× slower on the softmax output's quantizer).
+inline CodeGrad ClampCode(float r, float lo, float hi, bool min_max) {
+  if (!min_max) {
+    const float inside = static_cast<float>((r >= lo) & (r <= hi));
+    return {ClampValue(r, lo, hi), inside, 0.0f, 0.0f};
+  }
+  const float a = r > lo ? r : lo;
+  // 1 above the edge, ½ on it, 0 below: (a > b) + (a >= b) halved.
+  const float to_r = 0.5f * static_cast<float>(int{r > lo} + int{r >= lo});
+  const float to_a = 0.5f * static_cast<float>(int{a < hi} + int{a <= hi});
+  return {a < hi ? a : hi, to_a * to_r, to_a * (1 - to_r), 1 - to_a};
+}
+
+inline float Code(float x, float s) {
+  return RoundHalfEven(ClampValue(x / s, -kRoundLimit, kRoundLimit));
+}
+
+// Gradient sums of one step (and edges) over a range of values.
+struct EdgeSums {
+  double step = 0, lo = 0, hi = 0;
+  EdgeSums operator+(const EdgeSums& o) const { return {step + o.step, lo + o.lo, hi + o.hi}; }
+};
+
+struct ClampRule {
+  float lo, hi;  // code edges, zero point included
+  bool min_max;
+};
+
+EdgeSums BackwardRange(const float* x, const float* g, float* gx, int64_t begin, int64_t end,
+                       float s, const ClampRule& rule) {
+  EdgeSums sums;
+  for (int64_t i = begin; i < end; ++i) {
+    const float v = x[i] / s;
+    const CodeGrad c = ClampCode(Code(x[i], s), rule.lo, rule.hi, rule.min_max);
+    gx[i] = g[i] * c.through;
+    // d(code·s)/ds: the code, minus the straight-through part of x/s's own derivative.
+    sums.step += static_cast<double>(g[i]) * (c.code - c.through * v);
+    sums.lo += static_cast<double>(g[i]) * c.at_lo;
+    sums.hi += static_cast<double>(g[i]) * c.at_hi;
+  }
+  sums.lo *= s;
+  sums.hi *= s;
+  return sums;
+}
+
+// Calls fn(channel, begin, end) over [0, count) in parallel: per channel (count / channels values
+// each) when there are several steps, else in ranges of kGrain values.
+constexpr int64_t kGrain = 16384;
+int64_t RangeCount(int64_t count) { return (count + kGrain - 1) / kGrain; }
+
+template <typename Fn>
+void ForEachRange(int64_t count, int64_t channels, const Fn& fn) {
+  if (channels > 1) {
+    const int64_t inner = count / channels;
+    at::parallel_for(0, channels, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t c = begin; c < end; ++c) fn(c, c * inner, (c + 1) * inner);
+    });
+    return;
+  }
+  at::parallel_for(0, RangeCount(count), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) fn(0, r * kGrain, std::min(count, (r + 1) * kGrain));
+  });
+}
+
+// out = clamp(round(x / s), lo − zp, hi − zp) · s with a straight-through round; s is (1) or
+// one step per slice of dim 0 (weights' output channels); zp (1) shifts the edges.
+class FakeQuantFunction : public torch::autograd::Function<FakeQuantFunction> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                               const torch::Tensor& s, const torch::Tensor& zp, int64_t lo,
+                               int64_t hi, bool min_max) {
+    if (x.scalar_type() != torch::kFloat32)
+      throw std::invalid_argument("fake quantization needs a float32 tensor");
+    const torch::Tensor xc = x.contiguous(), sc = s.detach().contiguous();
+    const ClampRule rule = Rule(zp, lo, hi, min_max);
+    torch::Tensor out = torch::empty_like(xc);
+    const float* in = xc.data_ptr<float>();
+    const float* steps = sc.data_ptr<float>();
+    float* o = out.data_ptr<float>();
+    ForEachRange(xc.numel(), sc.numel(), [&](int64_t c, int64_t begin, int64_t end) {
+      const float step = steps[c];
+      for (int64_t i = begin; i < end; ++i)
+        o[i] = ClampCode(Code(in[i], step), rule.lo, rule.hi, rule.min_max).code * step;
+    });
+    ctx->save_for_backward({xc, sc, zp});
+    ctx->saved_data["lo"] = lo;
+    ctx->saved_data["hi"] = hi;
+    ctx->saved_data["min_max"] = min_max;
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const torch::Tensor &x = saved[0], &s = saved[1], &zp = saved[2];
+    const ClampRule rule = Rule(zp, ctx->saved_data["lo"].toInt(), ctx->saved_data["hi"].toInt(),
+                                ctx->saved_data["min_max"].toBool());
+    const torch::Tensor g = grads[0].contiguous();
+    torch::Tensor gx = torch::empty_like(x);
+    const int64_t channels = s.numel();
+    // One slot per range: a per-tensor step's ranges are summed in order afterwards, so the
+    // result does not depend on which thread finished first.
+    std::vector<EdgeSums> sums(channels == 1 ? RangeCount(x.numel()) : channels);
+    ForEachRange(x.numel(), channels, [&](int64_t c, int64_t begin, int64_t end) {
+      const int64_t slot = channels == 1 ? begin / kGrain : c;
+      sums[slot] = BackwardRange(x.data_ptr<float>(), g.data_ptr<float>(), gx.data_ptr<float>(),
+                                 begin, end, s.data_ptr<float>()[c], rule);
+    });
+    std::vector<float> step_grads(channels, 0.0f);
+    double step_total = 0, edges = 0;
+    for (size_t slot = 0; slot < sums.size(); ++slot) {
+      step_total += sums[slot].step;
+      edges += sums[slot].lo + sums[slot].hi;
+      if (channels > 1) step_grads[slot] = static_cast<float>(sums[slot].step);
+    }
+    if (channels == 1) step_grads[0] = static_cast<float>(step_total);
+    torch::Tensor gs = torch::from_blob(step_grads.data(), {channels}).clone();
+    // The edges are lo − zp and hi − zp.
+    torch::Tensor gzp = zp.requires_grad() ? torch::full_like(zp, -edges) : torch::Tensor();
+    return {gx, gs.view_as(s), gzp, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+
+ private:
+  static ClampRule Rule(const torch::Tensor& zp, int64_t lo, int64_t hi, bool min_max) {
+    const float z = zp.item<float>();
+    return {static_cast<float>(lo) - z, static_cast<float>(hi) - z, min_max};
+  }
+};
+
 }  // namespace
+
+torch::Tensor FakeQuantize(const torch::Tensor& x, const torch::Tensor& s, const torch::Tensor& zp,
+                           int64_t lo, int64_t hi, bool min_max) {
+  return FakeQuantFunction::apply(x, s, zp, lo, hi, min_max);
+}
 
 torch::Tensor GradScale(const torch::Tensor& x, double scale) {
   const torch::Tensor scaled = x * scale;
@@ -48,17 +204,14 @@ torch::Tensor WeightQuantizerImpl::Scales() const {
 torch::Tensor WeightQuantizerImpl::forward(const torch::Tensor& weight) {
   const double per_channel = static_cast<double>(weight.numel() / weight.size(0));
   const torch::Tensor scaled =
-      GradScale(StepShaped(weight), 1.0 / std::sqrt(per_channel * static_cast<double>(qmax())));
-  const double q = static_cast<double>(qmax());
-  return torch::clamp(RoundPass(weight / scaled), -q, q) * scaled;
+      GradScale(StepMagnitude(step), 1.0 / std::sqrt(per_channel * static_cast<double>(qmax())));
+  return FakeQuantize(weight, scaled, torch::zeros({1}), -qmax(), qmax(), /*min_max=*/false);
 }
 
 torch::Tensor WeightQuantizerImpl::Codes(const torch::Tensor& weight) const {
   torch::NoGradGuard no_grad;
   const double q = static_cast<double>(qmax());
-  return torch::clamp((weight / StepShaped(weight)).round(), -q, q)
-      .flatten(1)
-      .to(torch::kInt8);
+  return torch::clamp((weight / StepShaped(weight)).round(), -q, q).flatten(1).to(torch::kInt8);
 }
 
 // ---- activations ---------------------------------------------------------------------
@@ -111,14 +264,12 @@ torch::Tensor ActQuantizerImpl::forward(const torch::Tensor& x) {
   const double per_sample = static_cast<double>(x.numel() / std::max<int64_t>(1, x.size(0)));
   const double g = 1.0 / std::sqrt(per_sample * static_cast<double>(highest()));
   const torch::Tensor s = GradScale(StepMagnitude(step), g);
-  const torch::Tensor v = RoundPass(x / s);
-  if (mode_ != Mode::kAsymmetric) {
-    return torch::clamp(v, static_cast<double>(lowest()), static_cast<double>(highest())) * s;
-  }
+  if (mode_ != Mode::kAsymmetric)
+    return FakeQuantize(x, s, torch::zeros({1}), lowest(), highest(), /*min_max=*/false);
   // codes clamp(round(x/s) + zp, 0, qmax) − zp, with zp an integer in [0, qmax]
   const torch::Tensor zp =
       torch::clamp(RoundPass(GradScale(zero_point, g)), 0.0, static_cast<double>(highest()));
-  return torch::minimum(torch::maximum(v, -zp), highest() - zp) * s;
+  return FakeQuantize(x, s, zp, 0, highest(), /*min_max=*/true);
 }
 
 // ---- IRM ------------------------------------------------------------------------------
@@ -174,8 +325,7 @@ torch::Tensor PatchSimilarity(const torch::Tensor& x) {
   return g / norm.unsqueeze(-1).unsqueeze(-1);
 }
 
-torch::Tensor DgdLoss(const QkCapture& student, const QkCapture& teacher,
-                      DgdReduction reduction) {
+torch::Tensor DgdLoss(const QkCapture& student, const QkCapture& teacher, DgdReduction reduction) {
   if (student.q.size() != teacher.q.size() || student.k.size() != teacher.k.size())
     throw std::invalid_argument("DGD: student and teacher captured different layer counts");
   torch::Tensor total = torch::zeros({});

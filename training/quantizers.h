@@ -23,6 +23,15 @@ torch::Tensor GradScale(const torch::Tensor& x, double scale);
 // round(x) forward, identity gradient (straight-through estimator).
 torch::Tensor RoundPass(const torch::Tensor& x);
 
+// clamp(round(x / s), lo − zp, hi − zp) · s in one fused pass, with the gradients of that
+// composition of torch ops (round straight-through) to x, s and zp. s is (1) or one step per
+// slice of x's dim 0; zp (1) holds an integer. min_max picks the clamp's autograd rule:
+// false as torch::clamp (the gradient flows to x wherever lo − zp <= code <= hi − zp), true as
+// minimum(maximum(code, lo − zp), hi − zp) with tensor edges (at a tie x and the edge share
+// it; the edges' share goes to zp). float32 only.
+torch::Tensor FakeQuantize(const torch::Tensor& x, const torch::Tensor& s, const torch::Tensor& zp,
+                           int64_t lo, int64_t hi, bool min_max);
+
 // LSQ weight quantizer (Esser et al. 2020): a learnable step per output channel, initialised to
 // 2·mean|w|/√Qp of the channel, step gradient scaled by 1/√(K·Qp) (K weights per channel).
 class WeightQuantizerImpl : public torch::nn::Module {
@@ -59,7 +68,7 @@ class ActQuantizerImpl : public torch::nn::Module {
   int bits() const { return bits_; }
   Mode mode() const { return mode_; }
   bool initialized() const { return initialized_.item<bool>(); }
-  float Step() const;  // |step|: what the forward pass uses
+  float Step() const;         // |step|: what the forward pass uses
   int32_t ZeroPoint() const;  // the integer zero point the forward pass uses (0 unless kAsymmetric)
   int64_t lowest() const;     // smallest code: −Qp (kSigned) or 0
   int64_t highest() const;    // largest code: Qp (kSigned) or 2^b − 1

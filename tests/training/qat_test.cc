@@ -2,17 +2,18 @@
 // statistics, the DGD loss, and a 20-step QAT run of the shipped models that lowers the loss,
 // exports an artifact the engine loads, and serves the same top-1 as the LibTorch fake-quant
 // model on 500 test images.
-#include <gtest/gtest.h>
+#include "training/qat.h"
 
+#include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <array>
 #include <filesystem>
 #include <numeric>
 
 #include "backends/artifact.h"
 #include "backends/safetensors.h"
 #include "preprocessing/dataset.h"
-#include "training/qat.h"
 #include "training/quantizers.h"
 
 #ifndef VITQ_MODELS_DIR
@@ -82,6 +83,93 @@ TEST(WeightQuantizerTest, InitialStepIsTwiceMeanAbsOverRootQp) {
   EXPECT_NEAR(s[0], 2 * 2.0 / std::sqrt(7.0), 1e-6);
   EXPECT_NEAR(s[1], 2 * 0.5 / std::sqrt(7.0), 1e-6);
   EXPECT_THROW(WeightQuantizer(w, 9), std::invalid_argument);
+}
+
+// ---- fused fake quantization ----------------------------------------------------------------
+
+// The composition of torch ops the quantizers were first written with: the reference for the
+// fused FakeQuantize's values and gradients. `s` is shaped to broadcast against x.
+torch::Tensor ReferenceFakeQuant(const torch::Tensor& x, const torch::Tensor& s,
+                                 const torch::Tensor& zp, int64_t lo, int64_t hi, bool min_max) {
+  const torch::Tensor v = RoundPass(x / s);
+  if (!min_max) return torch::clamp(v, double(lo), double(hi)) * s;
+  return torch::minimum(torch::maximum(v, lo - zp), hi - zp) * s;
+}
+
+struct FakeQuantCase {
+  torch::Tensor x, s, zp;  // s: (1) or (rows)
+  int64_t lo, hi;
+  bool min_max;
+};
+
+// Runs fused and reference on the same leaves with the same upstream gradient; compares the
+// values and the gradients to x, s and zp.
+void ExpectFusedMatchesReference(const FakeQuantCase& c) {
+  const torch::Tensor upstream = torch::randn(c.x.sizes());
+  auto leaves = [&] {
+    return std::array<torch::Tensor, 3>{c.x.detach().clone().requires_grad_(true),
+                                        c.s.detach().clone().requires_grad_(true),
+                                        c.zp.detach().clone().requires_grad_(c.min_max)};
+  };
+  auto fused = leaves(), ref = leaves();
+  std::vector<int64_t> s_shape(c.x.dim(), 1);
+  s_shape[0] = c.s.numel() == 1 ? 1 : c.x.size(0);
+  const torch::Tensor out = FakeQuantize(fused[0], fused[1], fused[2], c.lo, c.hi, c.min_max);
+  const torch::Tensor want =
+      ReferenceFakeQuant(ref[0], ref[1].view(s_shape), ref[2], c.lo, c.hi, c.min_max);
+  EXPECT_TRUE(torch::equal(out, want));
+  (out * upstream).sum().backward();
+  (want * upstream).sum().backward();
+  // The reference multiplies by s and divides by it again, so only the rounding differs.
+  EXPECT_TRUE(torch::allclose(fused[0].grad(), ref[0].grad(), 1e-6, 1e-7)) << "gradient to x";
+  EXPECT_TRUE(torch::equal(fused[0].grad() == 0, ref[0].grad() == 0)) << "where x gets none";
+  EXPECT_TRUE(torch::allclose(fused[1].grad(), ref[1].grad(), 1e-4, 1e-4))
+      << fused[1].grad() << " vs " << ref[1].grad();
+  if (c.min_max) {
+    EXPECT_NEAR(fused[2].grad().item<double>(), ref[2].grad().item<double>(),
+                1e-4 * (1 + std::abs(ref[2].grad().item<double>())));
+    EXPECT_NE(ref[2].grad().item<double>(), 0.0);  // the case does reach the edges
+  }
+}
+
+// Values exactly on the codes' grid at both edges (ties in the min/max rule), in between, and
+// far outside, mixed into a normal sample.
+torch::Tensor WithEdgeValues(torch::Tensor x, float s, int64_t lo, int64_t hi, int64_t zp) {
+  x = x.clone();
+  const int64_t n = x.numel();
+  float* p = x.data_ptr<float>();
+  for (int64_t i = 0; i < n; i += 7) p[i] = s * static_cast<float>((i % 2 ? hi : lo) - zp);
+  for (int64_t i = 3; i < n; i += 11) p[i] = s * (static_cast<float>(lo - zp) - 0.5f);
+  return x;
+}
+
+TEST(FakeQuantTest, AsymmetricPerTensorMatchesTheTorchComposition) {
+  torch::manual_seed(1);
+  const torch::Tensor x = WithEdgeValues(torch::randn({64, 51, 40}) * 2, 0.3f, 0, 15, 5);
+  ExpectFusedMatchesReference({x, torch::tensor({0.3f}), torch::tensor({5.0f}), 0, 15, true});
+}
+
+TEST(FakeQuantTest, SignedAndUnsignedPerTensorMatchTheTorchComposition) {
+  torch::manual_seed(2);
+  const torch::Tensor x = WithEdgeValues(torch::randn({3, 40000}), 0.2f, -7, 7, 0);
+  ExpectFusedMatchesReference({x, torch::tensor({0.2f}), torch::zeros({1}), -7, 7, false});
+  const torch::Tensor probs = WithEdgeValues(torch::rand({5000}), 0.05f, 0, 3, 0);
+  ExpectFusedMatchesReference({probs, torch::tensor({0.05f}), torch::zeros({1}), 0, 3, false});
+}
+
+TEST(FakeQuantTest, PerChannelStepsMatchTheTorchComposition) {
+  torch::manual_seed(3);
+  const torch::Tensor w = WithEdgeValues(torch::randn({24, 130}) * 0.1, 0.04f, -1, 1, 0);
+  ExpectFusedMatchesReference({w, torch::rand({24}) * 0.1 + 0.01, torch::zeros({1}), -1, 1, false});
+}
+
+TEST(FakeQuantTest, NonContiguousInputMatchesTheTorchComposition) {
+  torch::manual_seed(4);
+  const torch::Tensor x = torch::randn({32, 48, 20}).transpose(0, 1);  // like q|k|v head slices
+  ExpectFusedMatchesReference({x, torch::tensor({0.25f}), torch::tensor({3.0f}), 0, 7, true});
+  EXPECT_THROW(
+      FakeQuantize(x.to(torch::kFloat64), torch::tensor({0.25f}), torch::zeros({1}), 0, 7, false),
+      std::invalid_argument);
 }
 
 // ---- LSQ+ activations -------------------------------------------------------------------
@@ -188,13 +276,12 @@ TEST(RectifierTest, AffineFormStartsAsTheIdentityAndIsAPerChannelMap) {
   }
   // q̃ = μ + γ·(q − μ) + β·σ, which is what export folds: scale·q + shift.
   const auto per_channel = [](const torch::Tensor& t) { return t.view({1, 2, 1, 8}); };
-  const torch::Tensor expected =
-      per_channel(r->mean) + per_channel(r->weight) * (x - per_channel(r->mean)) +
-      per_channel(r->bias) * per_channel(r->std);
+  const torch::Tensor expected = per_channel(r->mean) +
+                                 per_channel(r->weight) * (x - per_channel(r->mean)) +
+                                 per_channel(r->bias) * per_channel(r->std);
   EXPECT_TRUE(torch::allclose(r(x), expected, 1e-4, 1e-4));
-  EXPECT_TRUE(torch::allclose(r(x), x * per_channel(r->AffineScale()) +
-                                        per_channel(r->AffineShift()),
-                              1e-4, 1e-4));
+  EXPECT_TRUE(torch::allclose(
+      r(x), x * per_channel(r->AffineScale()) + per_channel(r->AffineShift()), 1e-4, 1e-4));
 }
 
 // ---- DGD ------------------------------------------------------------------------------
@@ -267,8 +354,7 @@ double Mean(const std::vector<double>& v, size_t begin, size_t end) {
 }
 
 TEST_P(QatSmokeTest, TwentyStepsLowerTheLossAndServeLikeTheFakeQuantModel) {
-  const std::string model =
-      std::string(VITQ_MODELS_DIR) + "/" + GetParam().model + ".safetensors";
+  const std::string model = std::string(VITQ_MODELS_DIR) + "/" + GetParam().model + ".safetensors";
   QatOptions o;
   o.irm = GetParam().irm;
   o.bits = {4, 4};
@@ -292,9 +378,8 @@ TEST_P(QatSmokeTest, TwentyStepsLowerTheLossAndServeLikeTheFakeQuantModel) {
   EXPECT_LT(Mean(result->step_losses, 15, 20), Mean(result->step_losses, 0, 5));
 
   const std::string artifact = (dir_ / "qat.safetensors").string();
-  ASSERT_TRUE(ExportQatArtifact(*models->student, models->config, R"({"method":"qvit"})",
-                                artifact)
-                  .ok());
+  ASSERT_TRUE(
+      ExportQatArtifact(*models->student, models->config, R"({"method":"qvit"})", artifact).ok());
   auto file = SafetensorsFile::Open(artifact);
   ASSERT_TRUE(file.ok()) << file.status();
   // Learned softmax scales and rectification are format version 2 (a version-1 reader refuses).
@@ -326,17 +411,15 @@ TEST_P(QatSmokeTest, TwentyStepsLowerTheLossAndServeLikeTheFakeQuantModel) {
   EXPECT_GT(agreement->engine_top1, 0.5);  // far above chance after 20 steps from the float model
 }
 
-INSTANTIATE_TEST_SUITE_P(ShippedModels, QatSmokeTest,
-                         ::testing::Values(SmokeCase{"fmnist-deit", Irm::kAffine},
-                                           SmokeCase{"fmnist-swin", Irm::kAffine},
-                                           SmokeCase{"fmnist-deit", Irm::kLayerNorm}),
-                         [](const auto& info) {
-                           return std::string(info.param.model == std::string("fmnist-deit")
-                                                  ? "deit"
-                                                  : "swin") +
-                                  (info.param.irm == Irm::kAffine ? "_affine_irm"
-                                                                  : "_layernorm_irm");
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    ShippedModels, QatSmokeTest,
+    ::testing::Values(SmokeCase{"fmnist-deit", Irm::kAffine},
+                      SmokeCase{"fmnist-swin", Irm::kAffine},
+                      SmokeCase{"fmnist-deit", Irm::kLayerNorm}),
+    [](const auto& info) {
+      return std::string(info.param.model == std::string("fmnist-deit") ? "deit" : "swin") +
+             (info.param.irm == Irm::kAffine ? "_affine_irm" : "_layernorm_irm");
+    });
 
 // An affine IRM far from the identity (negative scales included) must fold exactly into the
 // qkv projection: the served artifact computes what the fake-quant student computes. At 8 bits,
@@ -381,8 +464,6 @@ TEST_F(QatSmokeTest, AffineIrmFoldsExactlyIntoTheQkvProjection) {
   EXPECT_GE(agreement->top1_agreement, 0.99);
   EXPECT_GT(agreement->min_cosine, 0.995);  // unfolded: negative
 }
-
-
 
 TEST(QatModelsTest, RefusesAQuantizedStartPoint) {
   QatOptions o;
