@@ -1,5 +1,6 @@
 // vitq-train: trains DeiT / Swin classifiers (and a CNN distillation teacher) with LibTorch and
 // exports them as vitq checkpoints. Run `vitq-train --help`.
+#include <dlfcn.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -18,8 +19,8 @@
 #include "backends/safetensors.h"
 #include "preprocessing/dataset.h"
 #include "training/export.h"
-#include "training/qat.h"
 #include "training/nets.h"
+#include "training/qat.h"
 #include "training/trainer.h"
 
 namespace vitq::training {
@@ -249,9 +250,12 @@ int RunPredict(const std::string& model_path, const std::string& data_spec,
 
 const char* IrmName(Irm irm) {
   switch (irm) {
-    case Irm::kNone: return "none";
-    case Irm::kAffine: return "affine";
-    case Irm::kLayerNorm: return "layernorm";
+    case Irm::kNone:
+      return "none";
+    case Irm::kAffine:
+      return "affine";
+    case Irm::kLayerNorm:
+      return "layernorm";
   }
   return "?";
 }
@@ -330,8 +334,8 @@ int RunQat(QatFlags& f, const std::string& command) {
     f.work_dir = stem + ".qat";
   }
   o.train.out_dir = f.work_dir;
-  o.train.log_prefix = absl::StrCat(c.name, " ", QatMethodName(o), " W", o.bits.weight_bits, "A",
-                                    o.bits.act_bits);
+  o.train.log_prefix =
+      absl::StrCat(c.name, " ", QatMethodName(o), " W", o.bits.weight_bits, "A", o.bits.act_bits);
   std::fprintf(stderr, "%s: teacher (float) test top1 %.4f\n", c.name.c_str(),
                Evaluate(*models->teacher, *test, c.preprocess.mean[0], c.preprocess.std[0]));
   auto result = TrainQat(*models, *train, *test, o);
@@ -342,8 +346,8 @@ int RunQat(QatFlags& f, const std::string& command) {
     return 0;
   }
   Classifier& student = *models->student;
-  if (absl::Status s = ExportQatArtifact(student, c, QatProvenance(f, train->count, *result, nullptr, command),
-                                         f.output);
+  if (absl::Status s = ExportQatArtifact(
+          student, c, QatProvenance(f, train->count, *result, nullptr, command), f.output);
       !s.ok())
     return Fail(s);
   auto agreement = CompareWithEngine(student, c, f.output, *test, f.verify_images);
@@ -398,21 +402,22 @@ void AddQat(CLI::App* app, QatFlags& f) {
                   "weight and activation bits of the patch embedding and the heads")
       ->check(CLI::Range(2, 8))
       ->each([&o](const std::string&) { o.edge.act_bits = o.edge.weight_bits; });
-  CLI::Option* irm = app->add_option_function<std::string>(
-         "--irm",
-         [&o](const std::string& form) {
-           o.irm = form == "layernorm" ? Irm::kLayerNorm : Irm::kAffine;
-         },
-         "form of the Information Rectification Module on q and k: affine (default; per channel, "
-         "starts as the identity, folded into the qkv projection at export) or layernorm (per "
-         "token, as Q-ViT's released code; served by the engine's rectification step)")
-      ->check(CLI::IsMember({"affine", "layernorm"}));
+  CLI::Option* irm =
+      app->add_option_function<std::string>(
+             "--irm",
+             [&o](const std::string& form) {
+               o.irm = form == "layernorm" ? Irm::kLayerNorm : Irm::kAffine;
+             },
+             "form of the Information Rectification Module on q and k: affine (default; per "
+             "channel, "
+             "starts as the identity, folded into the qkv projection at export) or layernorm (per "
+             "token, as Q-ViT's released code; served by the engine's rectification step)")
+          ->check(CLI::IsMember({"affine", "layernorm"}));
   app->add_flag_callback(
          "--no-irm", [&o] { o.irm = Irm::kNone; }, "no Information Rectification Module")
       ->excludes(irm);
   app->add_flag("!--no-dgd", o.dgd, "no Distribution-Guided Distillation loss");
-  app->add_flag("!--no-distill", o.distill,
-                "class loss on the labels only (no teacher labels)");
+  app->add_flag("!--no-distill", o.distill, "class loss on the labels only (no teacher labels)");
   app->add_option("--dgd-weight", o.dgd_weight, "weight of the DGD loss")
       ->check(CLI::NonNegativeNumber);
   app->add_option_function<std::string>(
@@ -433,15 +438,37 @@ void AddQat(CLI::App* app, QatFlags& f) {
 }  // namespace
 }  // namespace vitq::training
 
+namespace {
+
+// OpenBLAS' own threading: 0 sequential, 1 pthreads, 2 OpenMP (openblas_get_parallel()); -1
+// when the BLAS LibTorch loaded is not OpenBLAS. Looked up at run time because Debian's
+// alternatives decide which libblas.so.3 that is.
+int OpenBlasThreading() {
+  using GetParallel = int (*)();
+  auto fn = reinterpret_cast<GetParallel>(::dlsym(RTLD_DEFAULT, "openblas_get_parallel"));
+  return fn ? fn() : -1;
+}
+
+// With the pthreads build, OpenBLAS keeps a thread pool of its own beside LibTorch's OpenMP
+// pool: its idle threads yield-spin between GEMMs and take the cores from OpenMP's (QAT steps
+// 10–40% slower than with the OpenMP build, which shares LibTorch's pool: docs/RESULTS.md).
+// Tells how to fix it and, as the best this process can do, makes OpenMP's threads sleep when
+// idle. libgomp reads OMP_WAIT_POLICY when it loads, hence the re-execution.
+void MitigatePthreadsBlas(char** argv) {
+  if (OpenBlasThreading() != 1 || std::getenv("OMP_WAIT_POLICY") != nullptr) return;
+  std::fprintf(stderr,
+               "vitq-train: warning: LibTorch runs on the pthreads build of OpenBLAS, whose "
+               "threads compete with LibTorch's; training is faster with the OpenMP build: "
+               "scripts/bootstrap installs libopenblas0-openmp and selects it.\n");
+  ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+  ::execv("/proc/self/exe", argv);  // returns only on failure: then run as we are
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   using namespace vitq::training;
-  // LibTorch's OpenMP pool and OpenBLAS' threads fight over the cores when OpenMP threads spin
-  // (measured: 1.4x slower training). libgomp reads OMP_WAIT_POLICY when it loads, so set it
-  // and re-execute once.
-  if (std::getenv("OMP_WAIT_POLICY") == nullptr) {
-    ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
-    ::execv("/proc/self/exe", argv);  // returns only on failure: then run as we are
-  }
+  MitigatePthreadsBlas(argv);
   CLI::App app{
       "vitq-train: trains DeiT and Swin classifiers with LibTorch and exports vitq checkpoints.\n"
       "Checkpoints every epoch; --resume continues an interrupted run."};
