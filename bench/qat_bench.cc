@@ -2,7 +2,8 @@
 // shipped Fashion-MNIST checkpoints. Run from anywhere:
 //   build/release/bench/qat_bench --benchmark_min_time=3
 // BM_TrainStep/<model>/<recipe>: forward, loss and backward of a batch of 64 (no optimizer
-// step), recipe 0 = float, 1 = LSQ W4A4 (--no-irm --no-dgd --no-distill), 2 = Q-ViT W4A4.
+// step), recipe 0 = float, then W4A4: 1 = LSQ (--no-irm --no-dgd --no-distill), 2 = LSQ + IRM,
+// 3 = LSQ + DGD, 4 = LSQ + the teacher's labels, 5 = Q-ViT (all three).
 // BM_ActQuantizer/<mode>: forward and backward of one activation quantizer on fc2's input of
 // fmnist-deit (64 × 51 × 512), mode = ActQuantizerImpl::Mode.
 #include <benchmark/benchmark.h>
@@ -21,13 +22,16 @@ constexpr int64_t kBatch = 64;
 const char* const kModels[] = {VITQ_MODELS_DIR "/fmnist-deit.safetensors",
                                VITQ_MODELS_DIR "/fmnist-swin.safetensors"};
 
+// Recipes by index, as scripts/qat-table names them.
+enum Recipe : int64_t { kFloat, kLsq, kLsqIrm, kLsqDgd, kLsqDistill, kQvit };
+
 QatOptions RecipeOptions(int64_t recipe) {
   QatOptions o;
   o.train.label_smoothing = 0;
-  if (recipe == 1) {
-    o.irm = Irm::kNone;
-    o.dgd = false;
-    o.distill = false;
+  if (recipe != kQvit) {
+    o.irm = recipe == kLsqIrm ? Irm::kAffine : Irm::kNone;
+    o.dgd = recipe == kLsqDgd;
+    o.distill = recipe == kLsqDistill;
   }
   return o;
 }
@@ -52,11 +56,11 @@ void BM_TrainStep(benchmark::State& state) {
   const int64_t size = models->config.img_size;
   const torch::Tensor images = torch::randn({kBatch, models->config.in_chans, size, size});
   const torch::Tensor labels = torch::randint(models->config.num_classes, {kBatch}, torch::kLong);
-  Classifier& trained = recipe == 0 ? *models->teacher : *models->student;
-  if (recipe == 0)
+  Classifier& trained = recipe == kFloat ? *models->teacher : *models->student;
+  if (recipe == kFloat)
     for (auto& p : trained.parameters()) p.set_requires_grad(true);
   trained.train();
-  const StepLossFn step = recipe == 0 ? FloatStepLoss(trained) : QatStepLoss(*models, o);
+  const StepLossFn step = recipe == kFloat ? FloatStepLoss(trained) : QatStepLoss(*models, o);
   step(images, labels).loss.backward();  // initialises the activation quantizers
   for (auto _ : state) {
     trained.zero_grad();
@@ -65,7 +69,7 @@ void BM_TrainStep(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * kBatch);
 }
 BENCHMARK(BM_TrainStep)
-    ->ArgsProduct({{0, 1}, {0, 1, 2}})
+    ->ArgsProduct({{0, 1}, {kFloat, kLsq, kLsqIrm, kLsqDgd, kLsqDistill, kQvit}})
     ->ArgNames({"model", "recipe"})
     ->Unit(benchmark::kMillisecond);
 

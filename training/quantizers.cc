@@ -331,6 +331,8 @@ torch::Tensor DgdLoss(const QkCapture& student, const QkCapture& teacher, DgdRed
   torch::Tensor total = torch::zeros({});
   int64_t terms = 0;
   auto add = [&](const torch::Tensor& s, const torch::Tensor& t) {
+    if (!s.sizes().equals(t.sizes()))
+      throw std::invalid_argument("DGD: student and teacher captures differ in shape");
     const torch::Tensor diff = PatchSimilarity(t.detach()) - PatchSimilarity(s);
     total = total + diff.flatten(2).norm(2, -1).sum(1).mean();  // Σ_heads ‖·‖_F, batch mean
     terms += s.size(1);

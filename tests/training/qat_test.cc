@@ -325,6 +325,46 @@ TEST(DgdTest, MeanReductionDividesTheSumByTheNumberOfLayerHeadTerms) {
   EXPECT_GT(sum / 24, 0.1);  // unrelated q, k: far from zero
 }
 
+// The paper's sum written out term by term: Σ_layers Σ_{q,k} Σ_heads ‖G_T − G_S‖_F, batch mean.
+double DgdByHand(const QkCapture& student, const QkCapture& teacher) {
+  double total = 0;
+  auto term = [&](const torch::Tensor& s, const torch::Tensor& t) {
+    for (int64_t b = 0; b < s.size(0); ++b)
+      for (int64_t h = 0; h < s.size(1); ++h) {
+        const torch::Tensor gs = s[b][h].matmul(s[b][h].t()), gt = t[b][h].matmul(t[b][h].t());
+        total += (gt / gt.norm() - gs / gs.norm()).norm().item<double>() / double(s.size(0));
+      }
+  };
+  for (size_t l = 0; l < student.q.size(); ++l) {
+    term(student.q[l], teacher.q[l]);
+    term(student.k[l], teacher.k[l]);
+  }
+  return total;
+}
+
+// Swin captures differ in shape from stage to stage (windows, heads, tokens): the loss stacks
+// same-shaped layers and must still be the sum over every layer and head.
+TEST(DgdTest, LayersOfDifferentShapesAddUpAsTheFormulaSays) {
+  torch::manual_seed(9);
+  QkCapture teacher, student;
+  const std::vector<std::vector<int64_t>> shapes{
+      {8, 2, 16, 4}, {8, 2, 16, 4}, {2, 4, 16, 8}, {6, 3, 9, 5}};
+  for (const auto& shape : shapes) {
+    teacher.q.push_back(torch::randn(shape));
+    teacher.k.push_back(torch::randn(shape));
+    student.q.push_back(teacher.q.back() + 0.3 * torch::randn(shape));
+    student.k.push_back(teacher.k.back() + 0.3 * torch::randn(shape));
+  }
+  const double want = DgdByHand(student, teacher);
+  EXPECT_NEAR(DgdLoss(student, teacher, DgdReduction::kSum).item<double>(), want, 1e-4 * want);
+  const double terms = 2 * (2 + 2 + 4 + 3);  // (q, k) × heads of each layer
+  EXPECT_NEAR(DgdLoss(student, teacher, DgdReduction::kMean).item<double>(), want / terms,
+              1e-4 * want / terms);
+  QkCapture mismatched = teacher;
+  mismatched.q[2] = torch::randn({2, 4, 16, 4});
+  EXPECT_THROW(DgdLoss(student, mismatched), std::invalid_argument);
+}
+
 TEST(DgdTest, PatchSimilarityHasUnitFrobeniusNorm) {
   torch::manual_seed(6);
   const torch::Tensor g = PatchSimilarity(torch::randn({2, 3, 5, 4}));
