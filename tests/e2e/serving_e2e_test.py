@@ -387,7 +387,9 @@ class HotSwitchTest(unittest.TestCase):
             [ARGS.client, "classify", "--address", self.server.address, "--model", "fmnist-deit",
              "--variant", "w4a4", os.path.join(SAMPLES, "0002-trouser.png")],
             capture_output=True, text=True, timeout=60)
-        request_id = re.search(r"id (\S+)", out.stdout).group(1)
+        match = re.search(r"id (\S+)", out.stdout)
+        self.assertIsNotNone(match, f"no request id in the answer: {out.stdout!r} {out.stderr!r}")
+        request_id = match.group(1)
         feedback = subprocess.run(
             [ARGS.client, "feedback", "--address", self.server.address, "--request-id", request_id,
              "--label", "Trouser"], capture_output=True, text=True, timeout=60)
