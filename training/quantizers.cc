@@ -325,6 +325,54 @@ torch::Tensor PatchSimilarity(const torch::Tensor& x) {
   return g / norm.unsqueeze(-1).unsqueeze(-1);
 }
 
+namespace {
+
+// Σ_heads ‖Ĝ_T − Ĝ_S‖_F per batch element of one layer's q or k, Ĝ = xxᵀ/‖xxᵀ‖_F, as one
+// autograd node with its backward written out. Composed of torch ops it made ~24 passes over
+// the (B, heads, N, N) matrices and was a fifth of a Q-ViT step (bench/qat_bench); this makes
+// ~8. With D = Ĝ_T − Ĝ_S and ℓ = ‖D‖_F:
+//   ∂ℓ/∂Ĝ_S = −D/ℓ =: E,   ∂ℓ/∂G_S = (E − Ĝ_S·⟨Ĝ_S, E⟩)/‖G_S‖_F,   ∂ℓ/∂S = 2·(∂ℓ/∂G_S)·S
+// (G_S is symmetric). At ℓ = 0 the gradient is 0, as torch's norm gives.
+class SimilarityDistanceFunction : public torch::autograd::Function<SimilarityDistanceFunction> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& student,
+                               const torch::Tensor& teacher) {
+    const torch::Tensor s = student.contiguous();
+    torch::Tensor g_s = torch::matmul(s, s.transpose(-2, -1));
+    const torch::Tensor norm_s = FrobeniusNorm(g_s).clamp_min(1e-12);
+    g_s.div_(norm_s);  // Ĝ_S
+    torch::Tensor d = PatchSimilarity(teacher.detach()).sub_(g_s);
+    const torch::Tensor distance = FrobeniusNorm(d).squeeze(-1).squeeze(-1);  // (B, heads)
+    ctx->save_for_backward({s, g_s, norm_s, d, distance});
+    return distance;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const torch::Tensor &s = saved[0], &g_s = saved[1], &norm_s = saved[2], &d = saved[3];
+    const torch::Tensor& distance = saved[4];
+    const torch::Tensor coef =
+        torch::where(distance > 0, -grads[0] / distance, torch::zeros_like(distance))
+            .unsqueeze(-1)
+            .unsqueeze(-1);
+    torch::Tensor e = d * coef;  // E
+    // ⟨Ĝ_S, E⟩ per (b, head) as a batched dot product, without an (N, N) temporary.
+    const int64_t n2 = g_s.size(-1) * g_s.size(-2);
+    const torch::Tensor dot =
+        torch::matmul(g_s.reshape({-1, 1, n2}), e.reshape({-1, n2, 1})).view(norm_s.sizes());
+    e.addcmul_(g_s, dot, -1).div_(norm_s);  // ∂ℓ/∂G_S
+    return {2 * torch::matmul(e, s), torch::Tensor()};
+  }
+
+ private:
+  static torch::Tensor FrobeniusNorm(const torch::Tensor& g) {  // (B, heads, 1, 1)
+    return g.flatten(2).norm(2, -1).unsqueeze(-1).unsqueeze(-1);
+  }
+};
+
+}  // namespace
+
 torch::Tensor DgdLoss(const QkCapture& student, const QkCapture& teacher, DgdReduction reduction) {
   if (student.q.size() != teacher.q.size() || student.k.size() != teacher.k.size())
     throw std::invalid_argument("DGD: student and teacher captured different layer counts");
@@ -333,8 +381,8 @@ torch::Tensor DgdLoss(const QkCapture& student, const QkCapture& teacher, DgdRed
   auto add = [&](const torch::Tensor& s, const torch::Tensor& t) {
     if (!s.sizes().equals(t.sizes()))
       throw std::invalid_argument("DGD: student and teacher captures differ in shape");
-    const torch::Tensor diff = PatchSimilarity(t.detach()) - PatchSimilarity(s);
-    total = total + diff.flatten(2).norm(2, -1).sum(1).mean();  // Σ_heads ‖·‖_F, batch mean
+    // Σ_heads ‖·‖_F, batch mean
+    total = total + SimilarityDistanceFunction::apply(s, t).sum(1).mean();
     terms += s.size(1);
   };
   for (size_t l = 0; l < student.q.size(); ++l) {

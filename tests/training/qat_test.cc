@@ -10,6 +10,7 @@
 #include <array>
 #include <filesystem>
 #include <numeric>
+#include <tuple>
 
 #include "backends/artifact.h"
 #include "backends/safetensors.h"
@@ -363,6 +364,43 @@ TEST(DgdTest, LayersOfDifferentShapesAddUpAsTheFormulaSays) {
   QkCapture mismatched = teacher;
   mismatched.q[2] = torch::randn({2, 4, 16, 4});
   EXPECT_THROW(DgdLoss(student, mismatched), std::invalid_argument);
+}
+
+// DgdLoss's backward is written out; autograd through PatchSimilarity is the reference.
+TEST(DgdTest, GradientsAreThoseOfTheTorchComposition) {
+  torch::manual_seed(10);
+  QkCapture teacher, fused, composed;
+  for (int l = 0; l < 2; ++l) {
+    for (auto* list : {&teacher.q, &teacher.k}) list->push_back(torch::randn({3, 2, 9, 5}));
+  }
+  for (size_t l = 0; l < teacher.q.size(); ++l) {
+    for (auto [t, f, c] : {std::tuple{&teacher.q, &fused.q, &composed.q},
+                           std::tuple{&teacher.k, &fused.k, &composed.k}}) {
+      const torch::Tensor s = (*t)[l] + 0.4 * torch::randn_like((*t)[l]);
+      f->push_back(s.clone().requires_grad_(true));
+      c->push_back(s.clone().requires_grad_(true));
+    }
+  }
+  // One student layer equal to its teacher: distance 0, where the gradient must be 0 too.
+  fused.k[1] = teacher.k[1].clone().requires_grad_(true);
+  composed.k[1] = teacher.k[1].clone().requires_grad_(true);
+  const torch::Tensor loss = DgdLoss(fused, teacher, DgdReduction::kSum);
+  torch::Tensor want = torch::zeros({});
+  for (size_t l = 0; l < teacher.q.size(); ++l) {
+    for (auto [t, c] : {std::pair{&teacher.q, &composed.q}, std::pair{&teacher.k, &composed.k}}) {
+      const torch::Tensor diff = PatchSimilarity((*t)[l]) - PatchSimilarity((*c)[l]);
+      want = want + diff.flatten(2).norm(2, -1).sum(1).mean();
+    }
+  }
+  EXPECT_NEAR(loss.item<double>(), want.item<double>(), 1e-5);
+  (3 * loss).backward();
+  (3 * want).backward();
+  for (size_t l = 0; l < teacher.q.size(); ++l) {
+    EXPECT_TRUE(torch::allclose(fused.q[l].grad(), composed.q[l].grad(), 1e-4, 1e-5)) << l;
+    EXPECT_TRUE(torch::allclose(fused.k[l].grad(), composed.k[l].grad(), 1e-4, 1e-5)) << l;
+  }
+  EXPECT_EQ(fused.k[1].grad().abs().max().item<float>(), 0.0f);
+  EXPECT_GT(fused.q[0].grad().abs().max().item<float>(), 1e-3);
 }
 
 TEST(DgdTest, PatchSimilarityHasUnitFrobeniusNorm) {
