@@ -45,6 +45,22 @@ class CompareTop1Test(unittest.TestCase):
         # Two-sided exact binomial: 2 · (1/2)^5 = 0.0625.
         self.assertIn("only A right=0  only B right=5  McNemar exact p=0.0625", out.stdout)
 
+    def test_p_value_with_more_discordant_images_than_a_float_power_of_two_holds(self):
+        # 700 images only A gets right, 500 only B: 2^1200 overflows a float.
+        labels = [0] * 1200
+        a = [0] * 700 + [1] * 500
+        b = [1] * 700 + [0] * 500
+        with tempfile.TemporaryDirectory() as d:
+            write_logits(f"{d}/a", a, labels)
+            write_logits(f"{d}/b", b, labels)
+            out = self.run_script(f"{d}/a", f"{d}/b")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("only A right=700  only B right=500", out.stdout)
+        p = float(out.stdout.split("McNemar exact p=")[1].split()[0])
+        # Normal approximation: z = 200 / sqrt(1200) = 5.77, two-sided p ~ 7.8e-9.
+        self.assertGreater(p, 1e-9)
+        self.assertLess(p, 2e-8)
+
     def test_refuses_files_of_different_images(self):
         with tempfile.TemporaryDirectory() as d:
             write_logits(f"{d}/a", [0, 1], [0, 1])
