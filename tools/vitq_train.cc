@@ -455,11 +455,15 @@ int OpenBlasThreading() {
 // Tells how to fix it and, as the best this process can do, makes OpenMP's threads sleep when
 // idle. libgomp reads OMP_WAIT_POLICY when it loads, hence the re-execution.
 void MitigatePthreadsBlas(char** argv) {
-  if (OpenBlasThreading() != 1 || std::getenv("OMP_WAIT_POLICY") != nullptr) return;
-  std::fprintf(stderr,
-               "vitq-train: warning: LibTorch runs on the pthreads build of OpenBLAS, whose "
-               "threads compete with LibTorch's; training is faster with the OpenMP build: "
-               "scripts/bootstrap installs libopenblas0-openmp and selects it.\n");
+  if (OpenBlasThreading() != 1) return;
+  if (std::getenv("VITQ_TRAIN_REEXECUTED") == nullptr) {  // once, not again after the re-exec
+    std::fprintf(stderr,
+                 "vitq-train: warning: LibTorch runs on the pthreads build of OpenBLAS, whose "
+                 "threads compete with LibTorch's; training is faster with the OpenMP build: "
+                 "scripts/bootstrap installs libopenblas0-openmp and selects it.\n");
+  }
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;  // the user's choice stands
+  ::setenv("VITQ_TRAIN_REEXECUTED", "1", 1);
   ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
   ::execv("/proc/self/exe", argv);  // returns only on failure: then run as we are
 }

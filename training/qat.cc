@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <numeric>
 #include <set>
 #include <span>
@@ -150,24 +151,23 @@ absl::StatusOr<QatModels> MakeQatModels(const std::string& fp_checkpoint, const 
 }
 
 StepLossFn QatStepLoss(QatModels& m, const QatOptions& o) {
-  Classifier& student = *m.student;
-  Classifier& teacher = *m.teacher;
-  // Shared so that the captures outlive this call with the returned function.
+  std::shared_ptr<Classifier> student = m.student, teacher = m.teacher;
+  // Shared so that the captures live as long as the returned function.
   auto student_qk = std::make_shared<QkCapture>(), teacher_qk = std::make_shared<QkCapture>();
   const auto ce = F::CrossEntropyFuncOptions().label_smoothing(o.train.label_smoothing);
-  return [&student, &teacher, student_qk, teacher_qk, ce, o](const torch::Tensor& x,
-                                                             const torch::Tensor& y) {
+  return [student, teacher, student_qk, teacher_qk, ce, o](const torch::Tensor& x,
+                                                           const torch::Tensor& y) {
     student_qk->clear();
     teacher_qk->clear();
-    if (o.dgd) SetQkCapture(student, student_qk.get());
-    Logits out = student.Forward(x);
-    SetQkCapture(student, nullptr);
+    if (o.dgd) SetQkCapture(*student, student_qk.get());
+    Logits out = student->Forward(x);
+    SetQkCapture(*student, nullptr);
     torch::Tensor teacher_labels;
     if (o.distill || o.dgd) {
       torch::NoGradGuard no_grad;
-      if (o.dgd) SetQkCapture(teacher, teacher_qk.get());
-      teacher_labels = teacher.Forward(x).Inference().argmax(1);
-      SetQkCapture(teacher, nullptr);
+      if (o.dgd) SetQkCapture(*teacher, teacher_qk.get());
+      teacher_labels = teacher->Forward(x).Inference().argmax(1);
+      SetQkCapture(*teacher, nullptr);
     }
     const torch::Tensor& second_target = o.distill ? teacher_labels : y;
     const torch::Tensor& second_logits = out.dist.defined() ? out.dist : out.logits;

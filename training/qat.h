@@ -40,7 +40,7 @@ struct QatModels {
 };
 absl::StatusOr<QatModels> MakeQatModels(const std::string& fp_checkpoint, const QatOptions& o);
 
-// The loss of one Q-ViT training step of `m.student` (`m` must outlive the function): class
+// The loss of one Q-ViT training step of `m.student` (the function shares m's models): class
 // loss(es), the teacher's labels and DGD as `o` says. What TrainQat minimises; bench/qat_bench
 // times it.
 StepLossFn QatStepLoss(QatModels& m, const QatOptions& o);

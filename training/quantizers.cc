@@ -44,11 +44,11 @@ inline CodeGrad ClampCode(float r, float lo, float hi, bool min_max) {
     const float inside = static_cast<float>((r >= lo) & (r <= hi));
     return {ClampValue(r, lo, hi), inside, 0.0f, 0.0f};
   }
-  const float a = r > lo ? r : lo;
+  const float a = r < lo ? lo : r;  // written so that a NaN stays NaN, as torch's ops keep it
   // 1 above the edge, ½ on it, 0 below: (a > b) + (a >= b) halved.
   const float to_r = 0.5f * static_cast<float>(int{r > lo} + int{r >= lo});
   const float to_a = 0.5f * static_cast<float>(int{a < hi} + int{a <= hi});
-  return {a < hi ? a : hi, to_a * to_r, to_a * (1 - to_r), 1 - to_a};
+  return {a > hi ? hi : a, to_a * to_r, to_a * (1 - to_r), 1 - to_a};
 }
 
 inline float Code(float x, float s) {
@@ -111,6 +111,10 @@ class FakeQuantFunction : public torch::autograd::Function<FakeQuantFunction> {
                                int64_t hi, bool min_max) {
     if (x.scalar_type() != torch::kFloat32)
       throw std::invalid_argument("fake quantization needs a float32 tensor");
+    if (x.dim() == 0 || (s.numel() != 1 && s.numel() != x.size(0)) || zp.numel() != 1)
+      throw std::invalid_argument(
+          "fake quantization needs one step, or one per slice of dim 0, "
+          "and one zero point");
     const torch::Tensor xc = x.contiguous(), sc = s.detach().contiguous();
     const ClampRule rule = Rule(zp, lo, hi, min_max);
     torch::Tensor out = torch::empty_like(xc);
@@ -156,7 +160,7 @@ class FakeQuantFunction : public torch::autograd::Function<FakeQuantFunction> {
     if (channels == 1) step_grads[0] = static_cast<float>(step_total);
     torch::Tensor gs = torch::from_blob(step_grads.data(), {channels}).clone();
     // The edges are lo − zp and hi − zp.
-    torch::Tensor gzp = zp.requires_grad() ? torch::full_like(zp, -edges) : torch::Tensor();
+    torch::Tensor gzp = ctx->needs_input_grad(2) ? torch::full_like(zp, -edges) : torch::Tensor();
     return {gx, gs.view_as(s), gzp, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 

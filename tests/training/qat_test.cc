@@ -9,6 +9,7 @@
 
 #include <array>
 #include <filesystem>
+#include <limits>
 #include <numeric>
 #include <tuple>
 
@@ -133,8 +134,8 @@ void ExpectFusedMatchesReference(const FakeQuantCase& c) {
   }
 }
 
-// Values exactly on the codes' grid at both edges (ties in the min/max rule), in between, and
-// far outside, mixed into a normal sample.
+// Values exactly on the codes' grid of step `s` at both edges (ties in the min/max rule) and
+// half a step below the low edge, mixed into a normal sample (whose tails fall outside).
 torch::Tensor WithEdgeValues(torch::Tensor x, float s, int64_t lo, int64_t hi, int64_t zp) {
   x = x.clone();
   const int64_t n = x.numel();
@@ -160,8 +161,27 @@ TEST(FakeQuantTest, SignedAndUnsignedPerTensorMatchTheTorchComposition) {
 
 TEST(FakeQuantTest, PerChannelStepsMatchTheTorchComposition) {
   torch::manual_seed(3);
+  // One step for every row; the edge values sit on the grid of the rows whose step is 0.04.
+  torch::Tensor steps = torch::rand({24}) * 0.1 + 0.01;
+  steps.slice(0, 0, 24, 3).fill_(0.04f);
   const torch::Tensor w = WithEdgeValues(torch::randn({24, 130}) * 0.1, 0.04f, -1, 1, 0);
-  ExpectFusedMatchesReference({w, torch::rand({24}) * 0.1 + 0.01, torch::zeros({1}), -1, 1, false});
+  ExpectFusedMatchesReference({w, steps, torch::zeros({1}), -1, 1, false});
+  // A transposed weight: rows are no longer contiguous.
+  const torch::Tensor wt = (torch::randn({130, 24}) * 0.1).t();
+  ExpectFusedMatchesReference({wt, steps, torch::zeros({1}), -3, 3, false});
+  EXPECT_THROW(FakeQuantize(w, torch::rand({5}), torch::zeros({1}), -1, 1, false),
+               std::invalid_argument);
+}
+
+// A diverging run must show as NaN, not as a quantized value.
+TEST(FakeQuantTest, NanStaysNan) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (bool min_max : {false, true}) {
+    const torch::Tensor out = FakeQuantize(torch::tensor({nan, 0.3f}), torch::tensor({0.1f}),
+                                           torch::tensor({2.0f}), 0, 7, min_max);
+    EXPECT_TRUE(std::isnan(out[0].item<float>())) << min_max;
+    EXPECT_FLOAT_EQ(out[1].item<float>(), 0.3f) << min_max;
+  }
 }
 
 TEST(FakeQuantTest, NonContiguousInputMatchesTheTorchComposition) {
@@ -343,8 +363,8 @@ double DgdByHand(const QkCapture& student, const QkCapture& teacher) {
   return total;
 }
 
-// Swin captures differ in shape from stage to stage (windows, heads, tokens): the loss stacks
-// same-shaped layers and must still be the sum over every layer and head.
+// Swin captures differ in shape from stage to stage (windows, heads, tokens): the loss must
+// still be the sum over every layer and head.
 TEST(DgdTest, LayersOfDifferentShapesAddUpAsTheFormulaSays) {
   torch::manual_seed(9);
   QkCapture teacher, student;
