@@ -32,31 +32,32 @@ class CompareTop1Test(unittest.TestCase):
         return subprocess.run([sys.executable, str(SCRIPT), *map(str, paths)],
                               capture_output=True, text=True)
 
+    def compare(self, a, b, labels):
+        """Runs the script on files of predictions a and b; fails unless it succeeds."""
+        with tempfile.TemporaryDirectory() as d:
+            write_logits(f"{d}/a", a, labels)
+            write_logits(f"{d}/b", b, labels)
+            out = self.run_script(f"{d}/a", f"{d}/b")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        return out.stdout
+
     def test_counts_and_exact_p_value(self):
         labels = [0, 1, 2, 0, 1, 2, 0, 1]
         # A right on all but the first five; B right on all: B alone right on 5, A alone on 0.
         a = [(l + 1) % 3 if i < 5 else l for i, l in enumerate(labels)]
-        with tempfile.TemporaryDirectory() as d:
-            write_logits(f"{d}/a", a, labels)
-            write_logits(f"{d}/b", labels, labels)
-            out = self.run_script(f"{d}/a", f"{d}/b")
-        self.assertEqual(out.returncode, 0, out.stderr)
-        self.assertIn("A top1=0.3750  B top1=1.0000  images=8", out.stdout)
+        out = self.compare(a, labels, labels)
+        self.assertIn("A top1=0.3750  B top1=1.0000  images=8", out)
         # Two-sided exact binomial: 2 · (1/2)^5 = 0.0625.
-        self.assertIn("only A right=0  only B right=5  McNemar exact p=0.0625", out.stdout)
+        self.assertIn("only A right=0  only B right=5  McNemar exact p=0.0625", out)
 
     def test_p_value_with_more_discordant_images_than_a_float_power_of_two_holds(self):
         # 700 images only A gets right, 500 only B: 2^1200 overflows a float.
         labels = [0] * 1200
         a = [0] * 700 + [1] * 500
         b = [1] * 700 + [0] * 500
-        with tempfile.TemporaryDirectory() as d:
-            write_logits(f"{d}/a", a, labels)
-            write_logits(f"{d}/b", b, labels)
-            out = self.run_script(f"{d}/a", f"{d}/b")
-        self.assertEqual(out.returncode, 0, out.stderr)
-        self.assertIn("only A right=700  only B right=500", out.stdout)
-        p = float(out.stdout.split("McNemar exact p=")[1].split()[0])
+        out = self.compare(a, b, labels)
+        self.assertIn("only A right=700  only B right=500", out)
+        p = float(out.split("McNemar exact p=")[1].split()[0])
         # Normal approximation: z = 200 / sqrt(1200) = 5.77, two-sided p ~ 7.8e-9.
         self.assertGreater(p, 1e-9)
         self.assertLess(p, 2e-8)
