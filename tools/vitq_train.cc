@@ -409,9 +409,9 @@ void AddQat(CLI::App* app, QatFlags& f) {
                o.irm = form == "layernorm" ? Irm::kLayerNorm : Irm::kAffine;
              },
              "form of the Information Rectification Module on q and k: affine (default; per "
-             "channel, "
-             "starts as the identity, folded into the qkv projection at export) or layernorm (per "
-             "token, as Q-ViT's released code; served by the engine's rectification step)")
+             "channel, starts as the identity, folded into the qkv projection at export) or "
+             "layernorm (per token, as Q-ViT's released code; served by the engine's "
+             "rectification step)")
           ->check(CLI::IsMember({"affine", "layernorm"}));
   app->add_flag_callback(
          "--no-irm", [&o] { o.irm = Irm::kNone; }, "no Information Rectification Module")
