@@ -51,14 +51,12 @@ inline CodeGrad ClampCode(float r, float lo, float hi, bool min_max) {
   return {a > hi ? hi : a, to_a * to_r, to_a * (1 - to_r), 1 - to_a};
 }
 
-inline float Code(float x, float s) {
-  return RoundHalfEven(ClampValue(x / s, -kRoundLimit, kRoundLimit));
-}
+// round(v) for v = x / s.
+inline float Code(float v) { return RoundHalfEven(ClampValue(v, -kRoundLimit, kRoundLimit)); }
 
 // Gradient sums of one step (and edges) over a range of values.
 struct EdgeSums {
   double step = 0, lo = 0, hi = 0;
-  EdgeSums operator+(const EdgeSums& o) const { return {step + o.step, lo + o.lo, hi + o.hi}; }
 };
 
 struct ClampRule {
@@ -71,7 +69,7 @@ EdgeSums BackwardRange(const float* x, const float* g, float* gx, int64_t begin,
   EdgeSums sums;
   for (int64_t i = begin; i < end; ++i) {
     const float v = x[i] / s;
-    const CodeGrad c = ClampCode(Code(x[i], s), rule.lo, rule.hi, rule.min_max);
+    const CodeGrad c = ClampCode(Code(v), rule.lo, rule.hi, rule.min_max);
     gx[i] = g[i] * c.through;
     // d(code·s)/ds: the code, minus the straight-through part of x/s's own derivative.
     sums.step += static_cast<double>(g[i]) * (c.code - c.through * v);
@@ -124,7 +122,7 @@ class FakeQuantFunction : public torch::autograd::Function<FakeQuantFunction> {
     ForEachRange(xc.numel(), sc.numel(), [&](int64_t c, int64_t begin, int64_t end) {
       const float step = steps[c];
       for (int64_t i = begin; i < end; ++i)
-        o[i] = ClampCode(Code(in[i], step), rule.lo, rule.hi, rule.min_max).code * step;
+        o[i] = ClampCode(Code(in[i] / step), rule.lo, rule.hi, rule.min_max).code * step;
     });
     ctx->save_for_backward({xc, sc, zp});
     ctx->saved_data["lo"] = lo;
@@ -150,15 +148,14 @@ class FakeQuantFunction : public torch::autograd::Function<FakeQuantFunction> {
       sums[slot] = BackwardRange(x.data_ptr<float>(), g.data_ptr<float>(), gx.data_ptr<float>(),
                                  begin, end, s.data_ptr<float>()[c], rule);
     });
-    std::vector<float> step_grads(channels, 0.0f);
-    double step_total = 0, edges = 0;
+    std::vector<double> step_grads(channels, 0.0);
+    double edges = 0;
     for (size_t slot = 0; slot < sums.size(); ++slot) {
-      step_total += sums[slot].step;
+      step_grads[channels == 1 ? 0 : slot] += sums[slot].step;
       edges += sums[slot].lo + sums[slot].hi;
-      if (channels > 1) step_grads[slot] = static_cast<float>(sums[slot].step);
     }
-    if (channels == 1) step_grads[0] = static_cast<float>(step_total);
-    torch::Tensor gs = torch::from_blob(step_grads.data(), {channels}).clone();
+    torch::Tensor gs =
+        torch::from_blob(step_grads.data(), {channels}, torch::kFloat64).to(torch::kFloat32);
     // The edges are lo − zp and hi − zp.
     torch::Tensor gzp = ctx->needs_input_grad(2) ? torch::full_like(zp, -edges) : torch::Tensor();
     return {gx, gs.view_as(s), gzp, torch::Tensor(), torch::Tensor(), torch::Tensor()};
