@@ -7,7 +7,9 @@
 // Flags override the config file's `server:` section. On start it prints the addresses it bound
 // ("vitq-server: listening on 127.0.0.1:40211"). SIGTERM or SIGINT drains: health turns
 // NOT_SERVING, new requests get UNAVAILABLE, queued ones finish within drain_grace_s, exit 0.
-// A second SIGTERM/SIGINT exits at once (status 1). SIGHUP reloads the config file's models
+// A second SIGTERM/SIGINT exits at once (status 1). A SIGTERM/SIGINT before the server listens
+// (while variants load and warm up, which can take minutes on a busy node) exits at once, status
+// 0: nothing has been accepted, so there is nothing to drain. SIGHUP reloads the config file's models
 // (new and changed variants are loaded and warmed before traffic moves; a bad file changes
 // nothing). With server.admin.listen (or --admin-listen) the vitq.v1.Admin service listens there,
 // with the bearer token from server.admin.token_file / --admin-token-file / $VITQ_ADMIN_TOKEN.
@@ -106,10 +108,21 @@ std::string HostOf(const std::string& address) {
 int stop_pipe[2] = {-1, -1};
 
 volatile sig_atomic_t stop_signals_seen = 0;
+volatile sig_atomic_t listening = 0;
 
-// The first stop signal starts a drain; a second one means "now": exit without waiting.
+// Only async-signal-safe calls: a fixed message through write(2).
+void WriteToStderr(const char* message) {
+  (void)!write(STDERR_FILENO, message, std::char_traits<char>::length(message));
+}
+
+// The first stop signal starts a drain; a second one means "now": exit without waiting. Before
+// the server listens no request exists, so a stop signal ends start-up rather than waiting for it.
 void OnSignal(int signal_number) {
   if (signal_number != SIGHUP) {
+    if (!listening) {
+      WriteToStderr("vitq-server: stop signal before serving; exiting without finishing start-up\n");
+      _exit(0);
+    }
     if (stop_signals_seen) _exit(1);
     stop_signals_seen = 1;
   }
@@ -198,6 +211,7 @@ int main(int argc, char** argv) {
   if (!InstallSignalHandler()) return Fail("cannot install the SIGTERM/SIGINT/SIGHUP handler");
   auto server = vitq::server::VitqServer::Start(*config);
   if (!server.ok()) return Fail(std::string(server.status().message()));
+  listening = 1;
   std::printf("vitq-server: listening on %s:%d\n", HostOf(config->listen).c_str(),
               (*server)->port());
   if ((*server)->metrics_port() > 0) {

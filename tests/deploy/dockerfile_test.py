@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 
@@ -28,7 +29,8 @@ ARGS = None
 
 def stages():
     """The Dockerfile as {stage name: [instruction lines]}, continuation lines joined."""
-    text = open(DOCKERFILE).read().replace("\\\n", " ")
+    with open(DOCKERFILE) as f:
+        text = f.read().replace("\\\n", " ")
     result, current = {}, None
     for line in text.splitlines():
         line = line.strip()
@@ -53,7 +55,8 @@ class DockerfileTest(unittest.TestCase):
         build = "\n".join(stages()["build"])
         self.assertIn("COPY scripts/packages/build.txt", build)
         self.assertRegex(build, r"apt-get install .*\$\(sed .*/tmp/packages.txt\)")
-        bootstrap = open(os.path.join(ROOT, "scripts", "bootstrap")).read()
+        with open(os.path.join(ROOT, "scripts", "bootstrap")) as f:
+            bootstrap = f.read()
         self.assertIn("packages/build.txt", bootstrap)
         self.assertNotIn("PACKAGES=(", bootstrap, "a second package list in bootstrap")
 
@@ -71,7 +74,9 @@ class DockerfileTest(unittest.TestCase):
             if line.startswith("COPY") and "--from=" not in line:
                 for source in line.split()[1:-1]:
                     self.assertTrue(os.path.exists(os.path.join(ROOT, source)), source)
-        for package in open(os.path.join(ROOT, "scripts", "packages", "runtime.txt")):
+        with open(os.path.join(ROOT, "scripts", "packages", "runtime.txt")) as f:
+            packages = f.read().splitlines()
+        for package in packages:
             package = package.split("#")[0].strip()
             if package:
                 self.assertRegex(package, r"^[a-z0-9][a-z0-9.+-]+$")
@@ -89,24 +94,41 @@ class DockerfileTest(unittest.TestCase):
             arg = arg.replace("0.0.0.0:9090", f"127.0.0.1:{metrics_port}")
             argv.append(arg)
         self.assertEqual(argv[0], ARGS.server)
-        server = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            deadline, healthy = time.time() + 120, None
-            while time.time() < deadline:
-                healthy = subprocess.run(
-                    [ARGS.client, "health", "--address", f"127.0.0.1:{grpc_port}",
-                     "--connect-timeout-s", "1"], capture_output=True, text=True)
-                if healthy.returncode == 0 or server.poll() is not None:
-                    break
-                time.sleep(0.5)
-            self.assertIsNone(server.poll(), server.stderr.read() if server.poll() is not None else "")
-            self.assertEqual(healthy.stdout.strip(), "SERVING")
-        finally:
-            server.send_signal(signal.SIGTERM)
-            code = server.wait(timeout=60)
-            server.stdout.close()
-            server.stderr.close()
-        self.assertEqual(code, 0)
+        # The server's output goes to a file (a pipe nobody reads could fill and block it) and is
+        # shown when the rehearsal fails.
+        with tempfile.TemporaryFile(mode="w+") as log:
+            server = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, text=True)
+            try:
+                healthy = self.wait_until_serving(server, grpc_port)
+                self.assertIsNone(server.poll(), self.read(log))
+                self.assertEqual(healthy.stdout.strip(), "SERVING", self.read(log))
+            finally:
+                server.send_signal(signal.SIGTERM)
+                try:
+                    code = server.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+                    server.wait()
+                    self.fail("no exit 60 s after SIGTERM:\n" + self.read(log))
+            self.assertEqual(code, 0, self.read(log))
+
+    @staticmethod
+    def wait_until_serving(server, grpc_port):
+        """The last health answer: SERVING, or what it said when the server exited or 120 s passed."""
+        deadline, healthy = time.time() + 120, None
+        while time.time() < deadline:
+            healthy = subprocess.run(
+                [ARGS.client, "health", "--address", f"127.0.0.1:{grpc_port}",
+                 "--connect-timeout-s", "1"], capture_output=True, text=True)
+            if healthy.returncode == 0 or server.poll() is not None:
+                break
+            time.sleep(0.5)
+        return healthy
+
+    @staticmethod
+    def read(log):
+        log.seek(0)
+        return log.read()
 
 
 def main():

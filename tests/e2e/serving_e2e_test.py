@@ -65,10 +65,12 @@ class Server:
     def __init__(self, extra_args=(), config=None, admin_token_file=None):
         admin = (["--admin-listen", "127.0.0.1:0", "--admin-token-file", admin_token_file]
                  if admin_token_file else [])
+        self.log = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
             [ARGS.server, "--config", config or os.path.join(ROOT, "config", "default.yaml"),
              "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", *admin, *extra_args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            # stderr goes to a file: a pipe nobody reads would block the server once it filled.
+            stdout=subprocess.PIPE, stderr=self.log, text=True)
         self.terminated = False
         self.admin_address = None
         self.address, self.metrics_port = self._read_ports(expect_admin=bool(admin))
@@ -80,7 +82,7 @@ class Server:
                                           (expect_admin and self.admin_address is None)):
             line = self.proc.stdout.readline()
             if not line:
-                raise RuntimeError("vitq-server exited: " + self.proc.stderr.read())
+                raise RuntimeError("vitq-server exited: " + self.stderr_text())
             if m := re.search(r"listening on (\S+)", line):
                 address = m.group(1)
             if m := re.search(r"metrics on http://[^:]+:(\d+)/metrics", line):
@@ -102,7 +104,10 @@ class Server:
             return self.proc.wait(timeout=timeout)
         finally:
             self.proc.stdout.close()
-            self.proc.stderr.close()
+
+    def stderr_text(self):
+        self.log.seek(0)
+        return self.log.read()
 
 
 class ServingTest(unittest.TestCase):
@@ -272,6 +277,28 @@ class DrainTest(unittest.TestCase):
         # Accepted requests finish; requests arriving after the drain began are refused cleanly.
         self.assertLessEqual(set(codes), {"OK", "UNAVAILABLE"}, codes)
         self.assertGreater(codes.get("OK", 0), 1, codes)
+
+
+class StartUpTest(unittest.TestCase):
+    def test_sigterm_while_loading_exits_at_once_with_0(self):
+        # stderr is read line by line here, and the server exits right after: no pipe can fill.
+        proc = subprocess.Popen(
+            [ARGS.server, "--config", os.path.join(ROOT, "config", "default.yaml"),
+             "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        with proc:
+            first = proc.stderr.readline()
+            self.assertIn("loading model", first)  # start-up has begun and has variants left
+            proc.send_signal(signal.SIGTERM)
+            try:
+                code = proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                raise
+            rest = proc.stderr.read()
+            self.assertEqual(code, 0, rest)
+            self.assertIn("stop signal before serving", rest)
+            self.assertNotIn("listening on", proc.stdout.read())
 
 
 # The Fashion-MNIST class of each sample image (config/samples/README.md).
