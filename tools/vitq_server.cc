@@ -9,8 +9,8 @@
 // NOT_SERVING, new requests get UNAVAILABLE, queued ones finish within drain_grace_s, exit 0.
 // A second SIGTERM/SIGINT exits at once (status 1). A SIGTERM/SIGINT before the server listens
 // (while variants load and warm up, which can take minutes on a busy node) exits at once, status
-// 0: nothing has been accepted, so there is nothing to drain. SIGHUP reloads the config file's models
-// (new and changed variants are loaded and warmed before traffic moves; a bad file changes
+// 0: nothing has been accepted, so there is nothing to drain. SIGHUP reloads the config file's
+// models (new and changed variants are loaded and warmed before traffic moves; a bad file changes
 // nothing). With server.admin.listen (or --admin-listen) the vitq.v1.Admin service listens there,
 // with the bearer token from server.admin.token_file / --admin-token-file / $VITQ_ADMIN_TOKEN.
 #include <fcntl.h>
@@ -120,7 +120,8 @@ void WriteToStderr(const char* message) {
 void OnSignal(int signal_number) {
   if (signal_number != SIGHUP) {
     if (!listening) {
-      WriteToStderr("vitq-server: stop signal before serving; exiting without finishing start-up\n");
+      WriteToStderr(
+          "vitq-server: stop signal before serving; exiting without finishing start-up\n");
       _exit(0);
     }
     if (stop_signals_seen) _exit(1);
