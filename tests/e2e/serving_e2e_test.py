@@ -104,6 +104,7 @@ class Server:
             return self.proc.wait(timeout=timeout)
         finally:
             self.proc.stdout.close()
+            self.log.close()
 
     def stderr_text(self):
         self.log.seek(0)
