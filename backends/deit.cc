@@ -26,7 +26,7 @@ absl::StatusOr<std::unique_ptr<Model>> Deit::Create(const ModelConfig& c, Weight
     VITQ_ASSIGN_OR_RETURN(b.norm1, LayerNorm::Create(store, p + "norm1", dim, c.layer_norm_eps));
     VITQ_ASSIGN_OR_RETURN(b.qkv, LoadLinear(store, p + "attn.qkv", dim, 3 * dim, c.qkv_bias, plan));
     VITQ_ASSIGN_OR_RETURN(b.attn, AttentionCore::Load(store, p + "attn.", c.num_heads, head_dim,
-                                                        plan(p + "attn.matmul")));
+                                                      plan(p + "attn.matmul")));
     VITQ_ASSIGN_OR_RETURN(b.proj, LoadLinear(store, p + "attn.proj", dim, dim, true, plan));
     VITQ_ASSIGN_OR_RETURN(b.norm2, LayerNorm::Create(store, p + "norm2", dim, c.layer_norm_eps));
     VITQ_ASSIGN_OR_RETURN(b.mlp, Mlp::Create(store, p + "mlp", dim, c.mlp_hidden(dim), plan));
@@ -45,16 +45,13 @@ absl::StatusOr<std::unique_ptr<Model>> Deit::Create(const ModelConfig& c, Weight
 
 void Deit::RunBlock(const Block& b, float* x, int64_t batch, int64_t tokens) const {
   const int64_t rows = batch * tokens, dim = config_.embed_dim;
-  thread_local std::vector<float> normed, qkv, attn_out;
-  normed.resize(rows * dim);
+  thread_local std::vector<float> qkv, attn_out;
   qkv.resize(rows * 3 * dim);
   attn_out.resize(rows * dim);
-  b.norm1.Forward(x, normed.data(), rows);
-  b.qkv.Forward(normed.data(), rows, qkv.data());                          // (B·N, 3C)
+  NormThenLinear(b.norm1, b.qkv, x, rows, qkv.data());                     // (B·N, 3C)
   b.attn.Forward(qkv.data(), batch, tokens, nullptr, 0, attn_out.data());  // (B·N, C)
   b.proj.ForwardAdd(attn_out.data(), rows, x);                             // x += proj(attn)
-  b.norm2.Forward(x, normed.data(), rows);
-  b.mlp.ForwardAdd(normed.data(), rows, x);  // x += mlp(norm2(x))
+  b.mlp.ForwardAddNormed(b.norm2, rows, x);                                // x += mlp(norm2(x))
 }
 
 Tensor Deit::Run(const Tensor& images) const {

@@ -44,7 +44,11 @@ class Int8LinearKernel final : public LinearKernel {
   }
   bool ForwardToCodes(const float* x, int64_t m, const ActQuant& grid,
                       uint8_t* out) const override {
-    matmul_->RunToCodes(InputCodes(x, m), m, grid, out);
+    return ForwardCodesToCodes(InputCodes(x, m), m, grid, out);
+  }
+  bool ForwardCodesToCodes(const uint8_t* codes, int64_t m, const ActQuant& grid,
+                           uint8_t* out) const override {
+    matmul_->RunToCodes(codes, m, grid, out);
     return true;
   }
 

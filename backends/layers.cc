@@ -22,6 +22,27 @@ void LayerNorm::Forward(const float* x, float* y, int64_t rows) const {
   LayerNormRows(x, y, rows, dim(), gamma_.data(), beta_.data(), eps_);
 }
 
+void LayerNorm::ForwardToCodes(const float* x, int64_t rows, const ActQuant& grid,
+                               uint8_t* codes) const {
+  LayerNormRowsToCodes(x, codes, rows, dim(), gamma_.data(), beta_.data(), eps_, grid);
+}
+
+void NormThenLinear(const LayerNorm& norm, const Linear& linear, const float* x, int64_t rows,
+                    float* y) {
+  const size_t size = static_cast<size_t>(rows * norm.dim());
+  if (const ActQuant* grid = linear.InputGrid()) {
+    thread_local std::vector<uint8_t> codes;
+    codes.resize(size);
+    norm.ForwardToCodes(x, rows, *grid, codes.data());
+    linear.ForwardCodes(codes.data(), rows, y, /*accumulate=*/false);
+    return;
+  }
+  thread_local std::vector<float> normed;
+  normed.resize(size);
+  norm.Forward(x, normed.data(), rows);
+  linear.Forward(normed.data(), rows, y);
+}
+
 absl::StatusOr<Linear> LoadLinear(WeightStore& store, const std::string& prefix, int64_t in,
                                   int64_t out, bool has_bias, const PrecisionPlan& plan,
                                   Activation activation) {
@@ -88,20 +109,45 @@ absl::StatusOr<Mlp> Mlp::Create(WeightStore& store, const std::string& prefix, i
 }
 
 void Mlp::ForwardAdd(const float* x, int64_t rows, float* residual) const {
+  Run(x, nullptr, rows, residual);
+}
+
+void Mlp::ForwardAddNormed(const LayerNorm& norm, int64_t rows, float* x) const {
+  const size_t size = static_cast<size_t>(rows * norm.dim());
+  if (const ActQuant* grid = fc1_.InputGrid()) {
+    thread_local std::vector<uint8_t> codes;
+    codes.resize(size);
+    norm.ForwardToCodes(x, rows, *grid, codes.data());
+    Run(nullptr, codes.data(), rows, x);
+    return;
+  }
+  thread_local std::vector<float> normed;
+  normed.resize(size);
+  norm.Forward(x, normed.data(), rows);
+  Run(normed.data(), nullptr, rows, x);
+}
+
+void Mlp::Run(const float* x, const uint8_t* x_codes, int64_t rows, float* residual) const {
   const size_t hidden_size = static_cast<size_t>(rows * fc1_.out_features());
   // Integer fc2: fc1 writes its GELU output straight onto fc2's input grid (4× fewer bytes than
   // floats, and no separate quantization pass), where fc1's kernel can.
   if (const ActQuant* grid = fc2_.InputGrid()) {
     thread_local std::vector<uint8_t> codes;
     codes.resize(hidden_size);
-    if (fc1_.ForwardToCodes(x, rows, *grid, codes.data())) {
+    const bool handed = x_codes ? fc1_.ForwardCodesToCodes(x_codes, rows, *grid, codes.data())
+                                : fc1_.ForwardToCodes(x, rows, *grid, codes.data());
+    if (handed) {
       fc2_.ForwardCodes(codes.data(), rows, residual, /*accumulate=*/true);
       return;
     }
   }
   thread_local std::vector<float> hidden;
   hidden.resize(hidden_size);
-  fc1_.Forward(x, rows, hidden.data());
+  if (x_codes) {
+    fc1_.ForwardCodes(x_codes, rows, hidden.data(), /*accumulate=*/false);
+  } else {
+    fc1_.Forward(x, rows, hidden.data());
+  }
   fc2_.ForwardAdd(hidden.data(), rows, residual);
 }
 

@@ -18,6 +18,8 @@ class LayerNorm {
                                           int64_t dim, float eps);
   // x, y: (rows, dim); y may alias x.
   void Forward(const float* x, float* y, int64_t rows) const;
+  // Forward's output quantized onto `grid`, without writing the floats: codes (rows, dim).
+  void ForwardToCodes(const float* x, int64_t rows, const ActQuant& grid, uint8_t* codes) const;
   int64_t dim() const { return gamma_.numel(); }
 
  private:
@@ -47,12 +49,23 @@ class Mlp {
                                     int64_t hidden, const PrecisionPlan& plan);
   // x: (rows, dim) normalised input; residual: (rows, dim), residual += fc2(gelu(fc1(x))).
   void ForwardAdd(const float* x, int64_t rows, float* residual) const;
+  // x += mlp(norm(x)), x: (rows, dim). An integer fc1 gets norm's output as codes.
+  void ForwardAddNormed(const LayerNorm& norm, int64_t rows, float* x) const;
   const Linear& fc1() const { return fc1_; }
   const Linear& fc2() const { return fc2_; }
 
  private:
+  // residual += fc2(gelu(fc1(input))), the input as floats (x) or as codes on fc1's input grid.
+  void Run(const float* x, const uint8_t* x_codes, int64_t rows, float* residual) const;
+
   Linear fc1_, fc2_;
 };
+
+// y = linear(norm(x)), x: (rows, norm.dim()), y: (rows, linear.out_features()). An integer
+// Linear gets norm's output as codes (one pass over x instead of a float write, read and
+// quantization).
+void NormThenLinear(const LayerNorm& norm, const Linear& linear, const float* x, int64_t rows,
+                    float* y);
 
 // Loads `prefix.weight` (out, in) and `prefix.bias` (out) (bias optional when !has_bias).
 absl::StatusOr<Linear> LoadLinear(WeightStore& store, const std::string& prefix, int64_t in,

@@ -46,6 +46,11 @@ class LinearKernel {
                               uint8_t* /*codes*/) const {
     return false;
   }
+  // The same from input codes (m, K) on InputGrid(): codes in, codes out.
+  virtual bool ForwardCodesToCodes(const uint8_t* /*codes*/, int64_t /*m*/,
+                                   const ActQuant& /*grid*/, uint8_t* /*out*/) const {
+    return false;
+  }
 };
 
 absl::StatusOr<std::unique_ptr<LinearKernel>> MakeLinearKernel(const LinearParams& params,
@@ -72,6 +77,10 @@ class Linear {
   }
   bool ForwardToCodes(const float* x, int64_t m, const ActQuant& grid, uint8_t* codes) const {
     return kernel_->ForwardToCodes(x, m, grid, codes);
+  }
+  bool ForwardCodesToCodes(const uint8_t* codes, int64_t m, const ActQuant& grid,
+                           uint8_t* out) const {
+    return kernel_->ForwardCodesToCodes(codes, m, grid, out);
   }
 
   const std::string& name() const { return name_; }

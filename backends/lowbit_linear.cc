@@ -18,8 +18,7 @@ class LowBitLinearKernel final : public LinearKernel {
   void Forward(const float* x, int64_t m, float* y) const override { Run(x, m, y, false); }
   void ForwardAdd(const float* x, int64_t m, float* y) const override { Run(x, m, y, true); }
   std::string Describe(int64_t /*m*/) const override {
-    return absl::StrCat("lowbit:w", gemm_.weights().bits(), ":",
-                        LowBitIsaName(ActiveLowBitIsa()));
+    return absl::StrCat("lowbit:w", gemm_.weights().bits(), ":", LowBitIsaName(ActiveLowBitIsa()));
   }
 
   // Codes of width K are taken as they are only when K needs no padding to whole tiles.
@@ -32,6 +31,12 @@ class LowBitLinearKernel final : public LinearKernel {
   bool ForwardToCodes(const float* x, int64_t m, const ActQuant& grid,
                       uint8_t* out) const override {
     gemm_.RunToCodes(InputCodes(x, m), m, activation_, grid, out);
+    return true;
+  }
+  bool ForwardCodesToCodes(const uint8_t* codes, int64_t m, const ActQuant& grid,
+                           uint8_t* out) const override {
+    if (!InputGrid()) return false;  // codes of width K would need padding first
+    gemm_.RunToCodes(codes, m, activation_, grid, out);
     return true;
   }
 

@@ -160,6 +160,19 @@ void LayerNormRows(const float* x, float* y, int64_t rows, int64_t cols, const f
     LayerNormRow(x + r * cols, y + r * cols, cols, gamma, beta, eps);
 }
 
+void LayerNormRowsToCodes(const float* x, uint8_t* codes, int64_t rows, int64_t cols,
+                          const float* gamma, const float* beta, float eps, const ActQuant& grid) {
+#pragma omp parallel if (rows * cols > 32768)
+  {
+    std::vector<float> row(static_cast<size_t>(cols));  // one normalised row, cache-resident
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      LayerNormRow(x + r * cols, row.data(), cols, gamma, beta, eps);
+      QuantizeActivationsSerial(row.data(), cols, grid, codes + r * cols);
+    }
+  }
+}
+
 void SoftmaxRows(float* x, int64_t rows, int64_t cols, const float* bias, int64_t bias_rows) {
 #pragma omp parallel for schedule(static) if (rows * cols > 32768)
   for (int64_t r = 0; r < rows; ++r) {

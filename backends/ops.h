@@ -10,10 +10,16 @@
 
 namespace vitq {
 
+struct ActQuant;
+
 // y = (x - mean) / sqrt(var + eps) * gamma + beta, per row.   x, y: (rows, cols)
 // y may alias x.
 void LayerNormRows(const float* x, float* y, int64_t rows, int64_t cols, const float* gamma,
                    const float* beta, float eps);
+// LayerNormRows quantized onto `grid` without writing the floats: codes (rows, cols) u8, equal to
+// QuantizeActivations of LayerNormRows' output (for an integer Linear that reads codes).
+void LayerNormRowsToCodes(const float* x, uint8_t* codes, int64_t rows, int64_t cols,
+                          const float* gamma, const float* beta, float eps, const ActQuant& grid);
 
 // In place: x = softmax(x + bias) per row.   x: (rows, cols); bias: (bias_rows, cols) or null,
 // periodic: row r adds bias row r % bias_rows (one bias block shared by many groups).

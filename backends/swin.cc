@@ -156,7 +156,7 @@ absl::StatusOr<std::unique_ptr<Model>> Swin::Create(const ModelConfig& c, Weight
       VITQ_ASSIGN_OR_RETURN(b.qkv,
                             LoadLinear(store, p + "attn.qkv", dim, 3 * dim, c.qkv_bias, plan));
       VITQ_ASSIGN_OR_RETURN(b.attn, AttentionCore::Load(store, p + "attn.", heads, dim / heads,
-                                                          plan(p + "attn.matmul")));
+                                                        plan(p + "attn.matmul")));
       VITQ_ASSIGN_OR_RETURN(b.proj, LoadLinear(store, p + "attn.proj", dim, dim, true, plan));
       VITQ_ASSIGN_OR_RETURN(b.norm2, LayerNorm::Create(store, p + "norm2", dim, c.layer_norm_eps));
       VITQ_ASSIGN_OR_RETURN(b.mlp, Mlp::Create(store, p + "mlp", dim, c.mlp_hidden(dim), plan));
@@ -209,8 +209,7 @@ void Swin::RunBlock(const Block& b, const Stage& s, float* x, int64_t batch) con
   b.proj.Forward(attn_out.data(), wrows, windows.data());  // (B·nW·N, C)
   swin::WindowReverseAdd(windows.data(), batch, s.height, s.width, c, window_, b.shift_h, b.shift_w,
                          x);
-  b.norm2.Forward(x, normed.data(), rows);
-  b.mlp.ForwardAdd(normed.data(), rows, x);
+  b.mlp.ForwardAddNormed(b.norm2, rows, x);  // x += mlp(norm2(x))
 }
 
 Tensor Swin::Run(const Tensor& images) const {

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "backends/bf16.h"
+#include "backends/quantize.h"
 
 namespace vitq {
 namespace {
@@ -43,6 +44,27 @@ TEST(LayerNormTest, ManyRowsMatchScalarReference) {
     for (int j = 0; j < cols; ++j) {
       const double want = (x[r * cols + j] - mean) / std::sqrt(var + 1e-6) * g[j] + b[j];
       ASSERT_NEAR(y[r * cols + j], want, 1e-4) << r << "," << j;
+    }
+  }
+}
+
+// The LayerNorm -> integer Linear hand-over: the codes written without the float pass are exactly
+// those of quantizing LayerNormRows' output (serial and parallel row counts, odd zero points).
+TEST(LayerNormTest, ToCodesEqualsQuantizingItsOutput) {
+  const int cols = 97;
+  std::vector<float> g(cols), b(cols);
+  for (int j = 0; j < cols; ++j) g[j] = 1 + 0.01f * j, b[j] = -0.02f * j;
+  for (int rows : {3, 400}) {  // 400 × 97 runs on the OpenMP team
+    std::vector<float> x(rows * cols), y(rows * cols);
+    for (int i = 0; i < rows * cols; ++i) x[i] = std::sin(0.37f * i) * 5 + (i % cols == 3 ? 40 : 0);
+    LayerNormRows(x.data(), y.data(), rows, cols, g.data(), b.data(), 1e-6f);
+    for (const ActQuant& grid :
+         {ActQuantFromRange(-1.0f, 2.0f, 8), ActQuantFromRange(-1.0f, 2.0f, 4),
+          ActQuantFromRange(-3.0f, 3.0f, 2)}) {
+      std::vector<uint8_t> want(rows * cols), got(rows * cols, 0xAA);
+      QuantizeActivations(y.data(), rows * cols, grid, want.data());
+      LayerNormRowsToCodes(x.data(), got.data(), rows, cols, g.data(), b.data(), 1e-6f, grid);
+      ASSERT_EQ(got, want) << rows << " rows, " << grid.bits << "-bit grid";
     }
   }
 }

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <random>
 
+#include "backends/layers.h"
 #include "backends/linear.h"
 #include "backends/observer.h"
 
@@ -182,6 +183,47 @@ TEST(Int8LinearTest, CodesHandedToTheNextLayerMatchQuantizingItsFloatInput) {
   EXPECT_EQ(float_layer->InputGrid(), nullptr);
   std::vector<uint8_t> unused(m * n);
   EXPECT_FALSE(float_layer->ForwardToCodes(x.data(), m, spec2.act, unused.data()));
+}
+
+// LayerNorm -> integer Linear and LayerNorm -> integer MLP take codes from the norm instead of
+// floats; the results are exactly those of the float hand-over, on oneDNN's int8 kernel (W8A8),
+// our low-bit kernel (W4A4) and the float path.
+TEST(Int8LinearTest, NormHandsCodesToTheLayerAfterItExactly) {
+  const int64_t rows = 197, dim = 384, hidden = 1536;
+  struct Bits {
+    int w, a;
+  };
+  for (Bits bits : {Bits{8, 8}, Bits{4, 4}, Bits{0, 0}}) {
+    const PrecisionPlan plan = [bits](const std::string&) {
+      QuantSpec spec;
+      if (bits.w == 0) return spec;  // fp32
+      spec.precision = Precision::kInt8;
+      spec.weight_bits = bits.w;
+      spec.act = ActQuantFromRange(-2.0f, 3.0f, bits.a);
+      return spec;
+    };
+    WeightStore store = WeightStore::Random(21);
+    auto norm = LayerNorm::Create(store, "norm", dim, 1e-6f);
+    auto qkv = LoadLinear(store, "qkv", dim, 3 * dim, true, plan);
+    auto mlp = Mlp::Create(store, "mlp", dim, hidden, plan);
+    ASSERT_TRUE(norm.ok() && qkv.ok() && mlp.ok());
+    ASSERT_EQ(qkv->InputGrid() != nullptr, bits.w != 0) << qkv->Describe(rows);
+    Tensor x = Random({rows, dim}, 22, 2.0f), normed({rows, dim});
+    norm->Forward(x.data(), normed.data(), rows);
+
+    Tensor fused({rows, 3 * dim}), separate({rows, 3 * dim});
+    NormThenLinear(*norm, *qkv, x.data(), rows, fused.data());
+    qkv->Forward(normed.data(), rows, separate.data());
+    for (int64_t i = 0; i < fused.numel(); ++i)
+      ASSERT_EQ(fused.data()[i], separate.data()[i]) << "W" << bits.w << "A" << bits.a << " " << i;
+
+    Tensor residual_fused = x.Clone(), residual_separate = x.Clone();
+    mlp->ForwardAddNormed(*norm, rows, residual_fused.data());
+    mlp->ForwardAdd(normed.data(), rows, residual_separate.data());
+    for (int64_t i = 0; i < x.numel(); ++i)
+      ASSERT_EQ(residual_fused.data()[i], residual_separate.data()[i])
+          << "W" << bits.w << "A" << bits.a << " " << i;
+  }
 }
 
 TEST(Int8LinearTest, FakeQuantW8A8IsCloseToFp32) {
