@@ -27,20 +27,46 @@ void LayerNorm::ForwardToCodes(const float* x, int64_t rows, const ActQuant& gri
   LayerNormRowsToCodes(x, codes, rows, dim(), gamma_.data(), beta_.data(), eps_, grid);
 }
 
-void NormThenLinear(const LayerNorm& norm, const Linear& linear, const float* x, int64_t rows,
-                    float* y) {
+namespace {
+
+// One per-thread buffer of each kind serves every LayerNorm's output (outside the template
+// below, whose every instantiation would have its own).
+std::vector<uint8_t>& NormedCodes() {
+  thread_local std::vector<uint8_t> codes;
+  return codes;
+}
+std::vector<float>& NormedFloats() {
+  thread_local std::vector<float> normed;
+  return normed;
+}
+
+// Hands norm(x) to the layer after it: as codes on `grid` (on_codes) when that layer reads codes,
+// else as floats (on_floats).
+template <class OnCodes, class OnFloats>
+void WithNormed(const LayerNorm& norm, const float* x, int64_t rows, const ActQuant* grid,
+                OnCodes on_codes, OnFloats on_floats) {
   const size_t size = static_cast<size_t>(rows * norm.dim());
-  if (const ActQuant* grid = linear.InputGrid()) {
-    thread_local std::vector<uint8_t> codes;
+  if (grid) {
+    std::vector<uint8_t>& codes = NormedCodes();
     codes.resize(size);
     norm.ForwardToCodes(x, rows, *grid, codes.data());
-    linear.ForwardCodes(codes.data(), rows, y, /*accumulate=*/false);
+    on_codes(codes.data());
     return;
   }
-  thread_local std::vector<float> normed;
+  std::vector<float>& normed = NormedFloats();
   normed.resize(size);
   norm.Forward(x, normed.data(), rows);
-  linear.Forward(normed.data(), rows, y);
+  on_floats(normed.data());
+}
+
+}  // namespace
+
+void NormThenLinear(const LayerNorm& norm, const Linear& linear, const float* x, int64_t rows,
+                    float* y) {
+  WithNormed(
+      norm, x, rows, linear.InputGrid(),
+      [&](const uint8_t* codes) { linear.ForwardCodes(codes, rows, y, /*accumulate=*/false); },
+      [&](const float* normed) { linear.Forward(normed, rows, y); });
 }
 
 absl::StatusOr<Linear> LoadLinear(WeightStore& store, const std::string& prefix, int64_t in,
@@ -113,18 +139,9 @@ void Mlp::ForwardAdd(const float* x, int64_t rows, float* residual) const {
 }
 
 void Mlp::ForwardAddNormed(const LayerNorm& norm, int64_t rows, float* x) const {
-  const size_t size = static_cast<size_t>(rows * norm.dim());
-  if (const ActQuant* grid = fc1_.InputGrid()) {
-    thread_local std::vector<uint8_t> codes;
-    codes.resize(size);
-    norm.ForwardToCodes(x, rows, *grid, codes.data());
-    Run(nullptr, codes.data(), rows, x);
-    return;
-  }
-  thread_local std::vector<float> normed;
-  normed.resize(size);
-  norm.Forward(x, normed.data(), rows);
-  Run(normed.data(), nullptr, rows, x);
+  WithNormed(
+      norm, x, rows, fc1_.InputGrid(), [&](const uint8_t* codes) { Run(nullptr, codes, rows, x); },
+      [&](const float* normed) { Run(normed, nullptr, rows, x); });
 }
 
 void Mlp::Run(const float* x, const uint8_t* x_codes, int64_t rows, float* residual) const {
