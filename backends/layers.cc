@@ -41,7 +41,7 @@ std::vector<float>& NormedFloats() {
 }
 
 // Hands norm(x) to the layer after it: as codes on `grid` (on_codes) when that layer reads codes,
-// else as floats (on_floats).
+// else as floats (on_floats). The callbacks must not hand over another norm (shared buffers).
 template <class OnCodes, class OnFloats>
 void WithNormed(const LayerNorm& norm, const float* x, int64_t rows, const ActQuant* grid,
                 OnCodes on_codes, OnFloats on_floats) {

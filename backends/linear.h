@@ -46,7 +46,8 @@ class LinearKernel {
                               uint8_t* /*codes*/) const {
     return false;
   }
-  // The same from input codes (m, K) on InputGrid(): codes in, codes out.
+  // The same from input codes (m, K) on InputGrid(): codes in, codes out. Like ForwardCodes, only
+  // for kernels with an InputGrid.
   virtual bool ForwardCodesToCodes(const uint8_t* /*codes*/, int64_t /*m*/,
                                    const ActQuant& /*grid*/, uint8_t* /*out*/) const {
     return false;

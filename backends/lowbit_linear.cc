@@ -35,7 +35,6 @@ class LowBitLinearKernel final : public LinearKernel {
   }
   bool ForwardCodesToCodes(const uint8_t* codes, int64_t m, const ActQuant& grid,
                            uint8_t* out) const override {
-    if (!InputGrid()) return false;  // codes of width K would need padding first
     gemm_.RunToCodes(codes, m, activation_, grid, out);
     return true;
   }

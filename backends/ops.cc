@@ -164,7 +164,8 @@ void LayerNormRowsToCodes(const float* x, uint8_t* codes, int64_t rows, int64_t 
                           const float* gamma, const float* beta, float eps, const ActQuant& grid) {
 #pragma omp parallel if (rows * cols > 32768)
   {
-    std::vector<float> row(static_cast<size_t>(cols));  // one normalised row, cache-resident
+    thread_local std::vector<float> row;  // one normalised row, cache-resident
+    row.resize(static_cast<size_t>(cols));
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
       LayerNormRow(x + r * cols, row.data(), cols, gamma, beta, eps);

@@ -222,9 +222,9 @@ Tensor Swin::Run(const Tensor& images) const {
       const int64_t c = s.dim / 2;
       Tensor merged({batch * s.height * s.width, 4 * c});
       swin::MergePatches(x.data(), batch, h, w, c, merged.data());
-      s.downsample->norm.Forward(merged.data(), merged.data(), merged.dim(0));
       x = Tensor({batch * s.height * s.width, s.dim});
-      s.downsample->reduction.Forward(merged.data(), merged.dim(0), x.data());
+      NormThenLinear(s.downsample->norm, s.downsample->reduction, merged.data(), merged.dim(0),
+                     x.data());
     }
     h = s.height;
     w = s.width;

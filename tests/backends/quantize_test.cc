@@ -5,6 +5,7 @@
 #include <cmath>
 #include <random>
 
+#include "absl/strings/str_cat.h"
 #include "backends/layers.h"
 #include "backends/linear.h"
 #include "backends/observer.h"
@@ -187,42 +188,50 @@ TEST(Int8LinearTest, CodesHandedToTheNextLayerMatchQuantizingItsFloatInput) {
 
 // LayerNorm -> integer Linear and LayerNorm -> integer MLP take codes from the norm instead of
 // floats; the results are exactly those of the float hand-over, on oneDNN's int8 kernel (W8A8),
-// our low-bit kernel (W4A4) and the float path.
+// our low-bit kernel (W4A4), an integer fc1 before a float fc2, a width the low-bit kernel would
+// have to pad (no codes then), and the float path.
 TEST(Int8LinearTest, NormHandsCodesToTheLayerAfterItExactly) {
-  const int64_t rows = 197, dim = 384, hidden = 1536;
-  struct Bits {
-    int w, a;
+  const int64_t rows = 197;
+  struct Case {
+    int w, a;  // 0: fp32
+    int64_t dim;
+    bool float_fc2;
+    bool reads_codes;  // the qkv-like layer has an input grid
   };
-  for (Bits bits : {Bits{8, 8}, Bits{4, 4}, Bits{0, 0}}) {
-    const PrecisionPlan plan = [bits](const std::string&) {
+  for (Case c :
+       {Case{8, 8, 384, false, true}, Case{4, 4, 384, false, true}, Case{8, 8, 384, true, true},
+        Case{4, 4, 386, false, false}, Case{0, 0, 384, false, false}}) {
+    const PrecisionPlan plan = [c](const std::string& name) {
       QuantSpec spec;
-      if (bits.w == 0) return spec;  // fp32
+      if (c.w == 0 || (c.float_fc2 && name == "mlp.fc2")) return spec;  // fp32
       spec.precision = Precision::kInt8;
-      spec.weight_bits = bits.w;
-      spec.act = ActQuantFromRange(-2.0f, 3.0f, bits.a);
+      spec.weight_bits = c.w;
+      spec.act = ActQuantFromRange(-2.0f, 3.0f, c.a);
       return spec;
     };
+    const std::string what =
+        absl::StrCat("W", c.w, "A", c.a, " dim ", c.dim, c.float_fc2 ? " float fc2" : "");
     WeightStore store = WeightStore::Random(21);
-    auto norm = LayerNorm::Create(store, "norm", dim, 1e-6f);
-    auto qkv = LoadLinear(store, "qkv", dim, 3 * dim, true, plan);
-    auto mlp = Mlp::Create(store, "mlp", dim, hidden, plan);
-    ASSERT_TRUE(norm.ok() && qkv.ok() && mlp.ok());
-    ASSERT_EQ(qkv->InputGrid() != nullptr, bits.w != 0) << qkv->Describe(rows);
-    Tensor x = Random({rows, dim}, 22, 2.0f), normed({rows, dim});
+    auto norm = LayerNorm::Create(store, "norm", c.dim, 1e-6f);
+    auto qkv = LoadLinear(store, "qkv", c.dim, 3 * c.dim, true, plan);
+    auto mlp = Mlp::Create(store, "mlp", c.dim, 4 * c.dim, plan);
+    ASSERT_TRUE(norm.ok() && qkv.ok() && mlp.ok()) << what;
+    ASSERT_EQ(qkv->InputGrid() != nullptr, c.reads_codes) << what << ": " << qkv->Describe(rows);
+    ASSERT_EQ(mlp->fc2().InputGrid() == nullptr, c.float_fc2 || c.w == 0) << what;
+    Tensor x = Random({rows, c.dim}, 22, 2.0f), normed({rows, c.dim});
     norm->Forward(x.data(), normed.data(), rows);
 
-    Tensor fused({rows, 3 * dim}), separate({rows, 3 * dim});
+    Tensor fused({rows, 3 * c.dim}), separate({rows, 3 * c.dim});
     NormThenLinear(*norm, *qkv, x.data(), rows, fused.data());
     qkv->Forward(normed.data(), rows, separate.data());
     for (int64_t i = 0; i < fused.numel(); ++i)
-      ASSERT_EQ(fused.data()[i], separate.data()[i]) << "W" << bits.w << "A" << bits.a << " " << i;
+      ASSERT_EQ(fused.data()[i], separate.data()[i]) << what << " " << i;
 
     Tensor residual_fused = x.Clone(), residual_separate = x.Clone();
     mlp->ForwardAddNormed(*norm, rows, residual_fused.data());
     mlp->ForwardAdd(normed.data(), rows, residual_separate.data());
     for (int64_t i = 0; i < x.numel(); ++i)
-      ASSERT_EQ(residual_fused.data()[i], residual_separate.data()[i])
-          << "W" << bits.w << "A" << bits.a << " " << i;
+      ASSERT_EQ(residual_fused.data()[i], residual_separate.data()[i]) << what << " " << i;
   }
 }
 
