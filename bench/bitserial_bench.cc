@@ -62,6 +62,8 @@ __attribute__((target("avx512f,avx512vnni"))) __m512i Dpbusd(__m512i acc, __m512
 }
 
 // ---- int8 route: weights (K/4, 4 groups, 16 channels, 4 k) s8, like LowBitGemm's panels ----
+// VnniBlock is LowBitGemm's AVX512-VNNI micro-kernel (lowbit_gemm_avx512.cc, RowBlock) without
+// its weight unpacking and fp32 epilogue, so that both routes are timed on their inner loop only.
 
 std::vector<int8_t> VnniWeights(const Problem& p) {
   const int depth = p.k;

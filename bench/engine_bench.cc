@@ -79,30 +79,25 @@ BENCHMARK(BM_LayerNorm)->UseRealTime();
 // LayerNorm feeding an integer Linear, DeiT-S rows at batch 1 and 8 (arg): the float output
 // quantized in a second pass (BM_LayerNormThenQuantize, before 2026-12-06) against the codes
 // written from each normalised row while it is in cache (BM_LayerNormToCodes, what the models run).
-void BM_LayerNormThenQuantize(benchmark::State& state) {
+void LayerNormIntoCodes(benchmark::State& state, bool fused) {
   const int64_t rows = state.range(0), cols = 384;
   std::vector<float> x(rows * cols), y(rows * cols), g(cols, 1.0f), b(cols, 0.0f);
   std::vector<uint8_t> codes(rows * cols);
   FillRandom(x.data(), x.size());
   const ActQuant grid = ActQuantFromRange(-3.0f, 3.0f, 8);
   for (auto _ : state) {
-    LayerNormRows(x.data(), y.data(), rows, cols, g.data(), b.data(), 1e-6f);
-    QuantizeActivations(y.data(), rows * cols, grid, codes.data());
+    if (fused) {
+      LayerNormRowsToCodes(x.data(), codes.data(), rows, cols, g.data(), b.data(), 1e-6f, grid);
+    } else {
+      LayerNormRows(x.data(), y.data(), rows, cols, g.data(), b.data(), 1e-6f);
+      QuantizeActivations(y.data(), rows * cols, grid, codes.data());
+    }
   }
   state.SetItemsProcessed(state.iterations() * rows * cols);
 }
+void BM_LayerNormThenQuantize(benchmark::State& state) { LayerNormIntoCodes(state, false); }
+void BM_LayerNormToCodes(benchmark::State& state) { LayerNormIntoCodes(state, true); }
 BENCHMARK(BM_LayerNormThenQuantize)->Arg(197)->Arg(1576)->UseRealTime();
-
-void BM_LayerNormToCodes(benchmark::State& state) {
-  const int64_t rows = state.range(0), cols = 384;
-  std::vector<float> x(rows * cols), g(cols, 1.0f), b(cols, 0.0f);
-  std::vector<uint8_t> codes(rows * cols);
-  FillRandom(x.data(), x.size());
-  const ActQuant grid = ActQuantFromRange(-3.0f, 3.0f, 8);
-  for (auto _ : state)
-    LayerNormRowsToCodes(x.data(), codes.data(), rows, cols, g.data(), b.data(), 1e-6f, grid);
-  state.SetItemsProcessed(state.iterations() * rows * cols);
-}
 BENCHMARK(BM_LayerNormToCodes)->Arg(197)->Arg(1576)->UseRealTime();
 
 // DeiT-S attention scores at batch 8: 48 heads × 197 rows of 197.
