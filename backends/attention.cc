@@ -92,6 +92,7 @@ void SplitHeads(const float* qkv, int64_t groups, int64_t tokens, int64_t heads,
       const float* row = qkv + (g * tokens + n) * 3 * c;
       for (int64_t h = 0; h < heads; ++h) {
         const int64_t dst = ((g * heads + h) * tokens + n) * d;
+#pragma omp simd
         for (int64_t j = 0; j < d; ++j) {
           if constexpr (std::is_same_v<T, float>) {
             q[dst + j] = row[h * d + j] * scale;
@@ -122,6 +123,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void SplitHeadsToIn
       const float* row = qkv + (g * tokens + n) * 3 * c;
       for (int64_t h = 0; h < heads; ++h) {
         const int64_t dst = ((g * heads + h) * tokens + n) * d;
+#pragma omp simd  // GCC cannot rule out that q, k, v alias qkv and leaves the loop scalar
         for (int64_t j = 0; j < d; ++j) {
           q[dst + j] = SymmetricCode(row[h * d + j] * q_prescale, inv_q, qmax);
           k[dst + j] = SymmetricCode(row[c + h * d + j], inv_k, qmax);
@@ -141,6 +143,7 @@ void MergeHeads(const float* heads_out, int64_t groups, int64_t tokens, int64_t 
       float* dst = out + (g * tokens + n) * heads * d;
       for (int64_t h = 0; h < heads; ++h) {
         const float* src = heads_out + ((g * heads + h) * tokens + n) * d;
+#pragma omp simd
         for (int64_t j = 0; j < d; ++j) dst[h * d + j] = src[j];
       }
     }

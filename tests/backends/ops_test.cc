@@ -99,6 +99,26 @@ TEST(SoftmaxTest, PeriodicBiasAndMaskMinus100) {
   }
 }
 
+// The row max is taken in 16 lanes plus a tail. Softmax ignores a wrong shift unless exp
+// saturates: two neighbours at 200 and 199 among -1000s come out as 0.731 / 0.269 only if the
+// max saw one of them. Widths cover a tail of 0, 1, 5 (Swin's 49, DeiT's 197) and 15.
+TEST(SoftmaxTest, RowMaxSeesEveryPositionWithAndWithoutBias) {
+  const float high = 1.0f / (1.0f + std::exp(-1.0f));
+  for (int cols : {16, 17, 49, 197, 31}) {
+    for (int peak = 0; peak < cols; ++peak) {
+      const int next = (peak + 1) % cols;
+      std::vector<float> x(cols, -1000.0f), zeros(cols, 0.0f), bias(cols, -1000.0f);
+      x[peak] = bias[peak] = 200.0f;
+      x[next] = bias[next] = 199.0f;
+      SoftmaxRows(x.data(), 1, cols);
+      EXPECT_NEAR(x[peak], high, 1e-5) << cols << " columns, peak at " << peak;
+      EXPECT_NEAR(x[next], 1.0f - high, 1e-5) << cols << " columns, peak at " << peak;
+      SoftmaxRows(zeros.data(), 1, cols, bias.data(), 1);
+      EXPECT_NEAR(zeros[peak], high, 1e-5) << cols << " columns, bias peak at " << peak;
+    }
+  }
+}
+
 TEST(SoftmaxTest, Bf16OutputMatchesFloat) {
   const int rows = 5, cols = 49;
   std::vector<float> x(rows * cols), ref;
