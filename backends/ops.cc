@@ -61,15 +61,18 @@ VITQ_CLONES void LayerNormRow(const float* x, float* y, int64_t cols, const floa
   for (int64_t i = 0; i < cols; ++i) y[i] = (x[i] - mean) * rstd * gamma[i] + beta[i];
 }
 
-// Max of x[i] + bias[i] (or of x[i]), kept in 16 running lanes: GCC leaves a float
-// `omp simd reduction(max)` scalar, and this pass was 40% of the softmax.
+// Softmax rows are processed in blocks of kLanes values with per-lane running max and sum:
+// GCC leaves a float `omp simd reduction(max)` scalar, and a row's tail (197 = 12·16 + 5) ran
+// scalar exp. Padding the tail to a full block keeps every exp in vector code.
+constexpr int64_t kLanes = 16;
+
 template <bool kHasBias>
-inline float RowMax(const float* x, const float* bias, int64_t cols) {
-  constexpr int64_t kLanes = 16;
+[[gnu::always_inline]] inline float RowMax(const float* x, const float* bias, int64_t cols) {
   float lanes[kLanes];
   for (float& m : lanes) m = -INFINITY;
   int64_t i = 0;
   for (; i + kLanes <= cols; i += kLanes) {
+#pragma omp simd
     for (int64_t j = 0; j < kLanes; ++j) {
       const float v = kHasBias ? x[i + j] + bias[i + j] : x[i + j];
       lanes[j] = lanes[j] < v ? v : lanes[j];
@@ -84,24 +87,45 @@ inline float RowMax(const float* x, const float* bias, int64_t cols) {
   return max_v;
 }
 
-// Writes exp(x + bias - max) to e and returns its sum.
-VITQ_CLONES float ExpShiftedRow(const float* x, const float* bias, float* e, int64_t cols) {
-  const float max_v = bias ? RowMax<true>(x, bias, cols) : RowMax<false>(x, nullptr, cols);
-  float sum = 0.0f;
-  if (bias) {
-#pragma omp simd reduction(+ : sum)
-    for (int64_t i = 0; i < cols; ++i) {
-      e[i] = ExpPoly(x[i] + bias[i] - max_v);
-      sum += e[i];
-    }
-  } else {
-#pragma omp simd reduction(+ : sum)
-    for (int64_t i = 0; i < cols; ++i) {
-      e[i] = ExpPoly(x[i] - max_v);
-      sum += e[i];
-    }
+// e[j] = exp(x[j] + bias[j] - shift) for one block, added to the lane sums.
+template <bool kHasBias>
+[[gnu::always_inline]] inline void ExpBlock(const float* x, const float* bias, float shift,
+                                            float* e, float* sums) {
+#pragma omp simd
+  for (int64_t j = 0; j < kLanes; ++j) {
+    const float v = kHasBias ? x[j] + bias[j] : x[j];
+    e[j] = ExpPoly(v - shift);
+    sums[j] += e[j];
   }
+}
+
+template <bool kHasBias>
+[[gnu::always_inline]] inline float ExpShiftedRowImpl(const float* x, const float* bias, float* e,
+                                                      int64_t cols) {
+  const float max_v = RowMax<kHasBias>(x, bias, cols);
+  float sums[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= cols; i += kLanes) {
+    ExpBlock<kHasBias>(x + i, kHasBias ? bias + i : nullptr, max_v, e + i, sums);
+  }
+  if (i < cols) {  // padded with -inf, whose exp is 0
+    float x_tail[kLanes], bias_tail[kLanes] = {}, e_tail[kLanes];
+    for (int64_t j = 0; j < kLanes; ++j) {
+      x_tail[j] = i + j < cols ? x[i + j] : -INFINITY;
+      if (kHasBias && i + j < cols) bias_tail[j] = bias[i + j];
+    }
+    ExpBlock<kHasBias>(x_tail, bias_tail, max_v, e_tail, sums);
+    std::copy(e_tail, e_tail + (cols - i), e + i);
+  }
+  float sum = 0.0f;
+  for (float s : sums) sum += s;
   return sum;
+}
+
+// Writes exp(x + bias - max) to e (which may be x) and returns its sum.
+VITQ_CLONES float ExpShiftedRow(const float* x, const float* bias, float* e, int64_t cols) {
+  return bias ? ExpShiftedRowImpl<true>(x, bias, e, cols)
+              : ExpShiftedRowImpl<false>(x, nullptr, e, cols);
 }
 
 VITQ_CLONES void ScaleRow(float* x, int64_t cols, float s) {
@@ -109,13 +133,14 @@ VITQ_CLONES void ScaleRow(float* x, int64_t cols, float s) {
   for (int64_t i = 0; i < cols; ++i) x[i] *= s;
 }
 
+// Probabilities times inv_scale are >= 0, so only the upper clamp can bind; above 2^22, where
+// RoundHalfEven is inexact, that clamp gives qmax as ActivationCode's does.
 VITQ_CLONES void ScaleRowToCodes(const float* x, uint8_t* y, int64_t cols, float s, float inv_scale,
                                  float qmax) {
-  constexpr float kRoundLimit = 4194304.0f;  // 2^22: RoundHalfEven is exact up to here
 #pragma omp simd
   for (int64_t i = 0; i < cols; ++i) {
-    const float v = ClampValue((x[i] * s) * inv_scale, -kRoundLimit, kRoundLimit);
-    y[i] = static_cast<uint8_t>(ClampValue(RoundHalfEven(v) + 0.0f, 0.0f, qmax));
+    const float code = RoundHalfEven((x[i] * s) * inv_scale) + 0.0f;
+    y[i] = static_cast<uint8_t>(code > qmax ? qmax : code);
   }
 }
 

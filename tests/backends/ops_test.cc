@@ -119,6 +119,33 @@ TEST(SoftmaxTest, RowMaxSeesEveryPositionWithAndWithoutBias) {
   }
 }
 
+// The integer attention's probabilities must be exactly the fake-quant model's: the codes
+// QuantizeActivations gives for SoftmaxRows' output, on 8- and 4-bit grids, with a learned scale
+// that clips large probabilities, with and without a bias, on DeiT's and Swin's row widths.
+TEST(SoftmaxTest, CodesEqualQuantizingTheFloatSoftmax) {
+  for (int cols : {197, 49}) {
+    for (ActQuant grid :
+         {ActQuant{8, 1.0f / 255, 0}, ActQuant{4, 1.0f / 15, 0}, ActQuant{8, 0.5f / 255, 0}}) {
+      for (bool with_bias : {false, true}) {
+        const int rows = 12;
+        std::vector<float> x(rows * cols), bias(2 * cols);
+        for (int i = 0; i < rows * cols; ++i)
+          x[i] = 6.0f * std::sin(0.37f * i) * std::cos(0.011f * i);
+        for (int i = 0; i < 2 * cols; ++i) bias[i] = std::cos(0.23f * i);
+        const float* b = with_bias ? bias.data() : nullptr;
+        std::vector<uint8_t> codes(rows * cols), expected(rows * cols);
+        SoftmaxRowsToCodes(x.data(), codes.data(), rows, cols, 1.0f / grid.scale,
+                           static_cast<float>(grid.qmax()), b, with_bias ? 2 : 0);
+        std::vector<float> probs = x;
+        SoftmaxRows(probs.data(), rows, cols, b, with_bias ? 2 : 0);
+        QuantizeActivations(probs.data(), rows * cols, grid, expected.data());
+        EXPECT_EQ(codes, expected) << cols << " columns, " << grid.bits << " bits, scale "
+                                   << grid.scale << (with_bias ? ", bias" : "");
+      }
+    }
+  }
+}
+
 TEST(SoftmaxTest, Bf16OutputMatchesFloat) {
   const int rows = 5, cols = 49;
   std::vector<float> x(rows * cols), ref;
