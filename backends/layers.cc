@@ -18,13 +18,22 @@ absl::StatusOr<LayerNorm> LayerNorm::Create(WeightStore& store, const std::strin
   return ln;
 }
 
-void LayerNorm::Forward(const float* x, float* y, int64_t rows) const {
-  LayerNormRows(x, y, rows, dim(), gamma_.data(), beta_.data(), eps_);
+void LayerNorm::Forward(const float* x, float* y, int64_t rows, const RowGather* gather) const {
+  if (gather) {
+    LayerNormGatherRows(x, *gather, y, rows, dim(), gamma_.data(), beta_.data(), eps_);
+  } else {
+    LayerNormRows(x, y, rows, dim(), gamma_.data(), beta_.data(), eps_);
+  }
 }
 
-void LayerNorm::ForwardToCodes(const float* x, int64_t rows, const ActQuant& grid,
-                               uint8_t* codes) const {
-  LayerNormRowsToCodes(x, codes, rows, dim(), gamma_.data(), beta_.data(), eps_, grid);
+void LayerNorm::ForwardToCodes(const float* x, int64_t rows, const ActQuant& grid, uint8_t* codes,
+                               const RowGather* gather) const {
+  if (gather) {
+    LayerNormGatherRowsToCodes(x, *gather, codes, rows, dim(), gamma_.data(), beta_.data(), eps_,
+                               grid);
+  } else {
+    LayerNormRowsToCodes(x, codes, rows, dim(), gamma_.data(), beta_.data(), eps_, grid);
+  }
 }
 
 namespace {
@@ -43,28 +52,28 @@ std::vector<float>& NormedFloats() {
 // Hands norm(x) to the layer after it: as codes on `grid` (on_codes) when that layer reads codes,
 // else as floats (on_floats). The callbacks must not hand over another norm (shared buffers).
 template <class OnCodes, class OnFloats>
-void WithNormed(const LayerNorm& norm, const float* x, int64_t rows, const ActQuant* grid,
-                OnCodes on_codes, OnFloats on_floats) {
+void WithNormed(const LayerNorm& norm, const float* x, int64_t rows, const RowGather* gather,
+                const ActQuant* grid, OnCodes on_codes, OnFloats on_floats) {
   const size_t size = static_cast<size_t>(rows * norm.dim());
   if (grid) {
     std::vector<uint8_t>& codes = NormedCodes();
     codes.resize(size);
-    norm.ForwardToCodes(x, rows, *grid, codes.data());
+    norm.ForwardToCodes(x, rows, *grid, codes.data(), gather);
     on_codes(codes.data());
     return;
   }
   std::vector<float>& normed = NormedFloats();
   normed.resize(size);
-  norm.Forward(x, normed.data(), rows);
+  norm.Forward(x, normed.data(), rows, gather);
   on_floats(normed.data());
 }
 
 }  // namespace
 
 void NormThenLinear(const LayerNorm& norm, const Linear& linear, const float* x, int64_t rows,
-                    float* y) {
+                    float* y, const RowGather* gather) {
   WithNormed(
-      norm, x, rows, linear.InputGrid(),
+      norm, x, rows, gather, linear.InputGrid(),
       [&](const uint8_t* codes) { linear.ForwardCodes(codes, rows, y, /*accumulate=*/false); },
       [&](const float* normed) { linear.Forward(normed, rows, y); });
 }
@@ -140,7 +149,8 @@ void Mlp::ForwardAdd(const float* x, int64_t rows, float* residual) const {
 
 void Mlp::ForwardAddNormed(const LayerNorm& norm, int64_t rows, float* x) const {
   WithNormed(
-      norm, x, rows, fc1_.InputGrid(), [&](const uint8_t* codes) { Run(nullptr, codes, rows, x); },
+      norm, x, rows, nullptr, fc1_.InputGrid(),
+      [&](const uint8_t* codes) { Run(nullptr, codes, rows, x); },
       [&](const float* normed) { Run(normed, nullptr, rows, x); });
 }
 

@@ -6,6 +6,7 @@
 
 #include "absl/status/statusor.h"
 #include "backends/linear.h"
+#include "backends/ops.h"
 #include "backends/quant_spec.h"
 #include "backends/tensor.h"
 #include "backends/weight_store.h"
@@ -16,10 +17,12 @@ class LayerNorm {
  public:
   static absl::StatusOr<LayerNorm> Create(WeightStore& store, const std::string& prefix,
                                           int64_t dim, float eps);
-  // x, y: (rows, dim); y may alias x.
-  void Forward(const float* x, float* y, int64_t rows) const;
+  // x, y: (rows, dim); y may alias x. With a gather, output row r normalises x's row
+  // gather->SourceRow(r) (a zero row for padding) and y must not alias x.
+  void Forward(const float* x, float* y, int64_t rows, const RowGather* gather = nullptr) const;
   // Forward's output quantized onto `grid`, without writing the floats: codes (rows, dim).
-  void ForwardToCodes(const float* x, int64_t rows, const ActQuant& grid, uint8_t* codes) const;
+  void ForwardToCodes(const float* x, int64_t rows, const ActQuant& grid, uint8_t* codes,
+                      const RowGather* gather = nullptr) const;
   int64_t dim() const { return gamma_.numel(); }
 
  private:
@@ -63,9 +66,10 @@ class Mlp {
 
 // y = linear(norm(x)), x: (rows, norm.dim()), y: (rows, linear.out_features()). An integer
 // Linear gets norm's output as codes (one pass over x instead of a float write, read and
-// quantization).
+// quantization). With a gather, norm reads x's rows in its order (LayerNorm::Forward), e.g.
+// Swin's window partition.
 void NormThenLinear(const LayerNorm& norm, const Linear& linear, const float* x, int64_t rows,
-                    float* y);
+                    float* y, const RowGather* gather = nullptr);
 
 // Loads `prefix.weight` (out, in) and `prefix.bias` (out) (bias optional when !has_bias).
 absl::StatusOr<Linear> LoadLinear(WeightStore& store, const std::string& prefix, int64_t in,

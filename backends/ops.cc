@@ -194,25 +194,74 @@ void ParallelChunks(int64_t n, Fn fn) {
 float ExpApprox(float x) { return ExpPoly(x); }
 float ErfApprox(float x) { return ErfPoly(x); }
 
-void LayerNormRows(const float* x, float* y, int64_t rows, int64_t cols, const float* gamma,
-                   const float* beta, float eps) {
+namespace {
+
+// Output row r normalises input row source_row(r), or is zero where that is negative.
+template <typename SourceRow>
+void LayerNormRowsFrom(const float* x, SourceRow source_row, float* y, int64_t rows, int64_t cols,
+                       const float* gamma, const float* beta, float eps) {
 #pragma omp parallel for schedule(static) if (rows * cols > 32768)
-  for (int64_t r = 0; r < rows; ++r)
-    LayerNormRow(x + r * cols, y + r * cols, cols, gamma, beta, eps);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t src = source_row(r);
+    float* out = y + r * cols;
+    if (src < 0) {
+      std::fill(out, out + cols, 0.0f);
+    } else {
+      LayerNormRow(x + src * cols, out, cols, gamma, beta, eps);
+    }
+  }
 }
 
-void LayerNormRowsToCodes(const float* x, uint8_t* codes, int64_t rows, int64_t cols,
-                          const float* gamma, const float* beta, float eps, const ActQuant& grid) {
+template <typename SourceRow>
+void LayerNormRowsToCodesFrom(const float* x, SourceRow source_row, uint8_t* codes, int64_t rows,
+                              int64_t cols, const float* gamma, const float* beta, float eps,
+                              const ActQuant& grid) {
+  const uint8_t zero_code =
+      ActivationCode(0.0f, 1.0f / grid.scale, static_cast<float>(grid.zero_point),
+                     static_cast<float>(grid.qmax()));
 #pragma omp parallel if (rows * cols > 32768)
   {
     thread_local std::vector<float> row;  // one normalised row, cache-resident
     row.resize(static_cast<size_t>(cols));
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
-      LayerNormRow(x + r * cols, row.data(), cols, gamma, beta, eps);
-      QuantizeActivationsSerial(row.data(), cols, grid, codes + r * cols);
+      const int64_t src = source_row(r);
+      uint8_t* out = codes + r * cols;
+      if (src < 0) {
+        std::fill(out, out + cols, zero_code);
+      } else {
+        LayerNormRow(x + src * cols, row.data(), cols, gamma, beta, eps);
+        QuantizeActivationsSerial(row.data(), cols, grid, out);
+      }
     }
   }
+}
+
+int64_t SameRow(int64_t r) { return r; }
+
+}  // namespace
+
+void LayerNormRows(const float* x, float* y, int64_t rows, int64_t cols, const float* gamma,
+                   const float* beta, float eps) {
+  LayerNormRowsFrom(x, SameRow, y, rows, cols, gamma, beta, eps);
+}
+
+void LayerNormRowsToCodes(const float* x, uint8_t* codes, int64_t rows, int64_t cols,
+                          const float* gamma, const float* beta, float eps, const ActQuant& grid) {
+  LayerNormRowsToCodesFrom(x, SameRow, codes, rows, cols, gamma, beta, eps, grid);
+}
+
+void LayerNormGatherRows(const float* x, const RowGather& gather, float* y, int64_t rows,
+                         int64_t cols, const float* gamma, const float* beta, float eps) {
+  LayerNormRowsFrom(
+      x, [&](int64_t r) { return gather.SourceRow(r); }, y, rows, cols, gamma, beta, eps);
+}
+
+void LayerNormGatherRowsToCodes(const float* x, const RowGather& gather, uint8_t* codes,
+                                int64_t rows, int64_t cols, const float* gamma, const float* beta,
+                                float eps, const ActQuant& grid) {
+  LayerNormRowsToCodesFrom(
+      x, [&](int64_t r) { return gather.SourceRow(r); }, codes, rows, cols, gamma, beta, eps, grid);
 }
 
 void SoftmaxRows(float* x, int64_t rows, int64_t cols, const float* bias, int64_t bias_rows) {

@@ -21,6 +21,26 @@ void LayerNormRows(const float* x, float* y, int64_t rows, int64_t cols, const f
 void LayerNormRowsToCodes(const float* x, uint8_t* codes, int64_t rows, int64_t cols,
                           const float* gamma, const float* beta, float eps, const ActQuant& grid);
 
+// A row gather repeated every `period` output rows: output row r reads input row
+// source[r % period] + (r / period) · stride, or is a zero row where that source is negative
+// (padding). Swin's window partition of a batch: one period per image.
+struct RowGather {
+  const int64_t* source;
+  int64_t period, stride;
+  int64_t SourceRow(int64_t r) const {
+    const int64_t s = source[r % period];
+    return s < 0 ? -1 : s + (r / period) * stride;
+  }
+};
+
+// LayerNormRows / LayerNormRowsToCodes of the gathered rows, without writing the gather first:
+// y or codes (rows, cols); a padding row is zeros, as codes the grid's code for 0.
+void LayerNormGatherRows(const float* x, const RowGather& gather, float* y, int64_t rows,
+                         int64_t cols, const float* gamma, const float* beta, float eps);
+void LayerNormGatherRowsToCodes(const float* x, const RowGather& gather, uint8_t* codes,
+                                int64_t rows, int64_t cols, const float* gamma, const float* beta,
+                                float eps, const ActQuant& grid);
+
 // In place: x = softmax(x + bias) per row.   x: (rows, cols); bias: (bias_rows, cols) or null,
 // periodic: row r adds bias row r % bias_rows (one bias block shared by many groups).
 void SoftmaxRows(float* x, int64_t rows, int64_t cols, const float* bias = nullptr,

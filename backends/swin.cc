@@ -60,20 +60,30 @@ void ForEachWindowToken(int64_t h, int64_t w, int64_t ws, int64_t sh, int64_t sw
 }
 }  // namespace
 
+std::vector<int64_t> WindowSourceRows(int64_t h, int64_t w, int64_t ws, int64_t sh, int64_t sw) {
+  const int64_t gh = (h + ws - 1) / ws, gw = (w + ws - 1) / ws;
+  std::vector<int64_t> source(gh * gw * ws * ws);
+  for (int64_t wy = 0; wy < gh; ++wy) {
+    ForEachWindowToken(h, w, ws, sh, sw, wy, [&](int64_t row, int64_t y, int64_t xx) {
+      source[row] = y < 0 ? -1 : y * w + xx;
+    });
+  }
+  return source;
+}
+
 void WindowPartition(const float* x, int64_t b, int64_t h, int64_t w, int64_t c, int64_t ws,
                      int64_t sh, int64_t sw, float* windows) {
-  const int64_t gh = (h + ws - 1) / ws, tokens_per_image = gh * ((w + ws - 1) / ws) * ws * ws;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t n = 0; n < b; ++n) {
-    for (int64_t wy = 0; wy < gh; ++wy) {
-      ForEachWindowToken(h, w, ws, sh, sw, wy, [&](int64_t row, int64_t y, int64_t xx) {
-        float* dst = windows + (n * tokens_per_image + row) * c;
-        if (y < 0) {
-          std::memset(dst, 0, c * sizeof(float));
-        } else {
-          std::memcpy(dst, x + ((n * h + y) * w + xx) * c, c * sizeof(float));
-        }
-      });
+  const std::vector<int64_t> source = WindowSourceRows(h, w, ws, sh, sw);
+  const RowGather gather{source.data(), static_cast<int64_t>(source.size()), h * w};
+  const int64_t rows = b * gather.period;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t src = gather.SourceRow(r);
+    float* dst = windows + r * c;
+    if (src < 0) {
+      std::memset(dst, 0, c * sizeof(float));
+    } else {
+      std::memcpy(dst, x + src * c, c * sizeof(float));
     }
   }
 }
@@ -167,6 +177,7 @@ absl::StatusOr<std::unique_ptr<Model>> Swin::Create(const ModelConfig& c, Weight
         b.shift_h = ws >= hp ? 0 : ws / 2;
         b.shift_w = ws >= wp ? 0 : ws / 2;
       }
+      b.window_source = swin::WindowSourceRows(h, w, ws, b.shift_h, b.shift_w);
       const bool shifted = b.shift_h > 0 || b.shift_w > 0;
       std::vector<float> mask;
       if (shifted) mask = swin::ShiftMask(hp, wp, ws, b.shift_h, b.shift_w);
@@ -196,15 +207,14 @@ void Swin::RunBlock(const Block& b, const Stage& s, float* x, int64_t batch) con
   const int64_t c = s.dim, rows = batch * s.height * s.width;
   const int64_t tokens = window_ * window_, groups = batch * num_windows(s),
                 wrows = groups * tokens;
-  thread_local std::vector<float> normed, windows, qkv, attn_out;
-  normed.resize(rows * c);
+  thread_local std::vector<float> windows, qkv, attn_out;
   windows.resize(wrows * c);
   qkv.resize(wrows * 3 * c);
   attn_out.resize(wrows * c);
-  b.norm1.Forward(x, normed.data(), rows);
-  swin::WindowPartition(normed.data(), batch, s.height, s.width, c, window_, b.shift_h, b.shift_w,
-                        windows.data());
-  b.qkv.Forward(windows.data(), wrows, qkv.data());  // (B·nW·N, 3C)
+  // norm1 writes its rows straight in window order (the partition is a row gather).
+  const RowGather partition{b.window_source.data(), static_cast<int64_t>(b.window_source.size()),
+                            s.height * s.width};
+  NormThenLinear(b.norm1, b.qkv, x, wrows, qkv.data(), &partition);  // (B·nW·N, 3C)
   b.attn.Forward(qkv.data(), groups, tokens, b.attn_bias.data(), b.bias_groups, attn_out.data());
   b.proj.Forward(attn_out.data(), wrows, windows.data());  // (B·nW·N, C)
   swin::WindowReverseAdd(windows.data(), batch, s.height, s.width, c, window_, b.shift_h, b.shift_w,

@@ -25,6 +25,9 @@ std::vector<int32_t> RelativePositionIndex(int64_t ws);
 // (nW, N, N) additive mask of a padded h×w map with shift (sh, sw): 0 within a region,
 // -100 across regions (the value timm and torchvision use).
 std::vector<float> ShiftMask(int64_t h, int64_t w, int64_t ws, int64_t sh, int64_t sw);
+// For each row of one image's windows (nW·ws·ws), the (H, W) token it holds (y·W + x), or -1 for
+// padding: the gather WindowPartition does.
+std::vector<int64_t> WindowSourceRows(int64_t h, int64_t w, int64_t ws, int64_t sh, int64_t sw);
 // Gathers (B, H, W, C) into windows (B·nW, ws·ws, C) of the zero-padded (Hp, Wp) map rolled
 // by (-sh, -sw).
 void WindowPartition(const float* x, int64_t b, int64_t h, int64_t w, int64_t c, int64_t ws,
@@ -51,6 +54,7 @@ class Swin final : public Model {
     AttentionCore attn;
     Mlp mlp;
     int64_t shift_h = 0, shift_w = 0;
+    std::vector<int64_t> window_source;  // WindowSourceRows of this block's map and shift
     Tensor attn_bias;  // (bias_groups, heads, N, N): relative position bias (+ shift mask)
     int64_t bias_groups = 1;
   };

@@ -1,8 +1,11 @@
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <numeric>
 #include <vector>
 
+#include "backends/ops.h"
+#include "backends/quantize.h"
 #include "backends/swin.h"
 
 namespace vitq::swin {
@@ -68,6 +71,34 @@ TEST(WindowPartitionTest, PadsWithZeros) {
             (std::vector<float>{1, 2, 4, 5, 3, 0, 6, 0}));
   EXPECT_EQ(std::vector<float>(w.begin() + 8, w.end()),
             (std::vector<float>{7, 8, 0, 0, 9, 0, 0, 0}));
+}
+
+// Swin's norm1 writes its rows straight in window order: exactly what normalising, then
+// partitioning (and quantizing, for an integer qkv) gives, padding rows included.
+TEST(WindowPartitionTest, NormGatherEqualsNormThenPartition) {
+  const int64_t b = 2, h = 5, w = 5, c = 8, ws = 2, sh = 1, sw = 1;  // padded to 6×6, shifted
+  std::vector<float> x(b * h * w * c), gamma(c), beta(c);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.37f * static_cast<float>(i)) * 3.0f;
+  for (int64_t k = 0; k < c; ++k) {
+    gamma[k] = 1.0f + 0.1f * static_cast<float>(k);
+    beta[k] = 0.05f * static_cast<float>(k) - 0.2f;
+  }
+  const std::vector<int64_t> source = WindowSourceRows(h, w, ws, sh, sw);
+  const RowGather gather{source.data(), static_cast<int64_t>(source.size()), h * w};
+  const int64_t rows = b * gather.period;
+
+  std::vector<float> normed(x.size()), want(rows * c), got(rows * c, -7.0f);
+  LayerNormRows(x.data(), normed.data(), b * h * w, c, gamma.data(), beta.data(), 1e-5f);
+  WindowPartition(normed.data(), b, h, w, c, ws, sh, sw, want.data());
+  LayerNormGatherRows(x.data(), gather, got.data(), rows, c, gamma.data(), beta.data(), 1e-5f);
+  EXPECT_EQ(got, want);
+
+  const ActQuant grid{8, 0.02f, 100};  // a nonzero zero point: padding rows must hold it
+  std::vector<uint8_t> want_codes(rows * c), got_codes(rows * c, 0);
+  QuantizeActivations(want.data(), rows * c, grid, want_codes.data());
+  LayerNormGatherRowsToCodes(x.data(), gather, got_codes.data(), rows, c, gamma.data(), beta.data(),
+                             1e-5f, grid);
+  EXPECT_EQ(got_codes, want_codes);
 }
 
 TEST(WindowReverseTest, InvertsPartitionWithShiftAndPadding) {
