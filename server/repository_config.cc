@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -35,9 +36,29 @@ absl::Status Read(const YAML::Node& node, const char* key, const std::string& wh
   return absl::OkStatus();
 }
 
+// A misspelt key would otherwise be ignored and its default used without a word.
+absl::Status OnlyKnownKeys(const YAML::Node& n, const std::string& where,
+                           std::initializer_list<const char*> known) {
+  for (const auto& entry : n) {
+    const std::string key = entry.first.Scalar();
+    if (std::none_of(known.begin(), known.end(), [&](const char* k) { return key == k; })) {
+      std::string list;
+      for (const char* k : known) absl::StrAppend(&list, list.empty() ? "" : ", ", k);
+      return Error(where, absl::StrCat("unknown key '", key, "' (known here: ", list, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ParseBatching(const YAML::Node& n, const std::string& where, BatcherOptions& b) {
   if (!n) return absl::OkStatus();
   if (!n.IsMap()) return Error(where, "batching must be a mapping");
+  if (absl::Status k =
+          OnlyKnownKeys(n, where,
+                        {"max_batch_size", "preferred_batch_sizes", "max_queue_delay_us",
+                         "max_queue_size", "default_timeout_us", "priority_levels"});
+      !k.ok())
+    return k;
   absl::Status s = absl::OkStatus();
   s.Update(Read(n, "max_batch_size", where, b.max_batch_size));
   s.Update(Read(n, "preferred_batch_sizes", where, b.preferred_batch_sizes));
@@ -54,6 +75,10 @@ absl::Status ParseBatching(const YAML::Node& n, const std::string& where, Batche
 absl::StatusOr<VariantConfig> ParseVariant(const YAML::Node& n, const std::string& where,
                                            const std::string& dir) {
   if (!n.IsMap()) return Error(where, "a variant must be a mapping");
+  if (absl::Status k =
+          OnlyKnownKeys(n, where, {"name", "path", "preset", "arch", "precision", "weight"});
+      !k.ok())
+    return k;
   VariantConfig v;
   absl::Status s = absl::OkStatus();
   s.Update(Read(n, "name", where, v.name));
@@ -76,6 +101,12 @@ absl::StatusOr<VariantConfig> ParseVariant(const YAML::Node& n, const std::strin
 absl::StatusOr<AdaptivePolicy> ParseAdaptive(const YAML::Node& n, const std::string& where,
                                              const std::set<std::string>& variant_names) {
   if (!n.IsMap()) return Error(where, "must be a mapping");
+  if (absl::Status k =
+          OnlyKnownKeys(n, where,
+                        {"variants", "p99_slo_ms", "agreement_floor", "min_comparisons",
+                         "interval_s", "step_down_at", "step_up_below", "calm_intervals"});
+      !k.ok())
+    return k;
   AdaptivePolicy p;
   absl::Status s = absl::OkStatus();
   s.Update(Read(n, "variants", where, p.variants));
@@ -102,6 +133,10 @@ absl::StatusOr<ModelEntry> ParseModel(const YAML::Node& n, const std::string& in
   if (absl::Status s = Read(n, "name", index_where, m.name); !s.ok()) return s;
   if (m.name.empty()) return Error(index_where, "name is required");
   const std::string where = absl::StrCat(index_where, " '", m.name, "'");
+  if (absl::Status k =
+          OnlyKnownKeys(n, where, {"name", "labels", "batching", "variants", "shadow", "adaptive"});
+      !k.ok())
+    return k;
   if (absl::Status s = Read(n, "labels", where, m.labels); !s.ok()) return s;
   m.labels = Resolve(dir, m.labels);
   m.batching.name = m.name;
@@ -122,6 +157,9 @@ absl::StatusOr<ModelEntry> ParseModel(const YAML::Node& n, const std::string& in
   }
   if (!(total_weight > 0)) return Error(where, "at least one variant needs a routing weight > 0");
   if (const YAML::Node sh = n["shadow"]) {
+    if (!sh.IsMap()) return Error(where + ": shadow", "must be a mapping");
+    if (absl::Status k = OnlyKnownKeys(sh, where + ": shadow", {"variant", "fraction"}); !k.ok())
+      return k;
     ShadowConfig shadow;
     absl::Status s = Read(sh, "variant", where + ": shadow", shadow.variant);
     s.Update(Read(sh, "fraction", where + ": shadow", shadow.fraction));
@@ -146,6 +184,8 @@ absl::StatusOr<ModelEntry> ParseModel(const YAML::Node& n, const std::string& in
 absl::Status ParseTls(const YAML::Node& n, const std::string& dir, TlsConfig& tls) {
   if (!n) return absl::OkStatus();
   if (!n.IsMap()) return Error("server: tls", "must be a mapping");
+  if (absl::Status k = OnlyKnownKeys(n, "server: tls", {"cert", "key", "client_ca"}); !k.ok())
+    return k;
   absl::Status s = absl::OkStatus();
   s.Update(Read(n, "cert", "server: tls", tls.cert));
   s.Update(Read(n, "key", "server: tls", tls.key));
@@ -163,6 +203,8 @@ absl::Status ParseTls(const YAML::Node& n, const std::string& dir, TlsConfig& tl
 absl::Status ParseAdmin(const YAML::Node& n, const std::string& dir, AdminConfig& admin) {
   if (!n) return absl::OkStatus();
   if (!n.IsMap()) return Error("server: admin", "must be a mapping");
+  if (absl::Status k = OnlyKnownKeys(n, "server: admin", {"listen", "token_file"}); !k.ok())
+    return k;
   absl::Status s = absl::OkStatus();
   s.Update(Read(n, "listen", "server: admin", admin.listen));
   s.Update(Read(n, "token_file", "server: admin", admin.token_file));
@@ -173,6 +215,13 @@ absl::Status ParseAdmin(const YAML::Node& n, const std::string& dir, AdminConfig
 
 absl::Status ParseServerSection(const YAML::Node& n, const std::string& dir, ServerConfig& c) {
   if (!n) return absl::OkStatus();
+  if (!n.IsMap()) return Error("server", "must be a mapping");
+  if (absl::Status k =
+          OnlyKnownKeys(n, "server",
+                        {"listen", "metrics_listen", "max_message_bytes", "drain_grace_s",
+                         "engine_threads", "watch_config", "tls", "admin"});
+      !k.ok())
+    return k;
   if (absl::Status s = ParseTls(n["tls"], dir, c.tls); !s.ok()) return s;
   if (absl::Status s = ParseAdmin(n["admin"], dir, c.admin); !s.ok()) return s;
   absl::Status s = absl::OkStatus();
@@ -204,6 +253,7 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text,
     return absl::InvalidArgumentError(absl::StrCat("not valid YAML: ", e.what()));
   }
   if (!root.IsMap()) return absl::InvalidArgumentError("the config must be a YAML mapping");
+  if (absl::Status k = OnlyKnownKeys(root, "config", {"server", "models"}); !k.ok()) return k;
   ServerConfig c;
   if (absl::Status s = ParseServerSection(root["server"], config_dir, c); !s.ok()) return s;
   const YAML::Node models = root["models"];

@@ -60,8 +60,9 @@ TEST(RepositoryConfigTest, ErrorsNameTheEntry) {
               "models[0] 'm': variants[0]: give either path (an artifact) or preset");
   ExpectError("models:\n  - {name: m, variants: [{name: a, path: p, preset: deit_small}]}\n",
               "give either path (an artifact) or preset");
-  ExpectError("server: {tls: {cert: a.pem}}\nmodels:\n  - {name: m, variants: [{name: a, path: p}]}\n",
-              "server: tls: needs both cert and key");
+  ExpectError(
+      "server: {tls: {cert: a.pem}}\nmodels:\n  - {name: m, variants: [{name: a, path: p}]}\n",
+      "server: tls: needs both cert and key");
   ExpectError("models:\n  - {name: m, variants: [{name: a, path: p, weight: -1}]}\n",
               "variants[0]: weight must be >= 0");
   ExpectError("models:\n  - {name: m, variants: [{name: a, path: p, weight: 0}]}\n",
@@ -84,6 +85,31 @@ TEST(RepositoryConfigTest, ErrorsNameTheEntry) {
       "model 'm' appears twice");
   ExpectError("server: {listen: ''}\nmodels:\n  - {name: m, variants: [{name: a, path: p}]}\n",
               "listen is required");
+}
+
+// A misspelt key must not fall back to its default silently, at any level.
+TEST(RepositoryConfigTest, UnknownKeysAreErrors) {
+  const std::string model = "models:\n  - {name: m, variants: [{name: a, path: p}]}\n";
+  ExpectError("sever: {listen: x}\n" + model, "config: unknown key 'sever'");
+  ExpectError("server: {listen: x, metrics: y}\n" + model, "server: unknown key 'metrics'");
+  ExpectError("server: {listen: x, tls: {certificate: a}}\n" + model,
+              "server: tls: unknown key 'certificate'");
+  ExpectError("server: {listen: x, admin: {token: t}}\n" + model,
+              "server: admin: unknown key 'token'");
+  ExpectError("models:\n  - {name: m, lables: l, variants: [{name: a, path: p}]}\n",
+              "models[0] 'm': unknown key 'lables'");
+  ExpectError(
+      "models:\n  - {name: m, batching: {max_queue_delay: 0}, variants: [{name: a, path: p}]}\n",
+      "batching: unknown key 'max_queue_delay' (known here: max_batch_size,");
+  ExpectError("models:\n  - {name: m, variants: [{name: a, path: p, wieght: 3}]}\n",
+              "variants[0]: unknown key 'wieght'");
+  ExpectError(
+      "models:\n  - {name: m, variants: [{name: a, path: p}], shadow: {variant: a, rate: 1}}\n",
+      "shadow: unknown key 'rate'");
+  ExpectError(
+      "models:\n  - {name: m, variants: [{name: a, path: p}, {name: b, path: q}],\n"
+      "     shadow: {variant: a}, adaptive: {variants: [a, b], slo_ms: 5}}\n",
+      "adaptive: unknown key 'slo_ms'");
 }
 
 TEST(RepositoryConfigTest, MissingFileIsNotFound) {
