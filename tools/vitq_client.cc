@@ -5,8 +5,8 @@
 //
 //   # Top-5 classes of two images (the server's router picks the variant):
 //   vitq-client classify --model deit_tiny cat.jpg dog.png
-//   # Same through the Open Inference Protocol (KServe v2), asking for the int8 variant:
-//   vitq-client classify --api kserve --model deit_tiny --variant int8 --top-k 3 cat.jpg
+//   # Same through the Open Inference Protocol (KServe v2), asking for the w8a8 variant:
+//   vitq-client classify --api kserve --model deit_tiny --variant w8a8 --top-k 3 cat.jpg
 //
 //   # Closed loop: 16 requests in flight for 30 s, after 100 warm-up requests:
 //   vitq-client load --model deit_tiny --image cat.jpg --image dog.png --concurrency 16

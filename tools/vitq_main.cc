@@ -208,6 +208,7 @@ int main(int argc, char** argv) {
       "(foo.safetensors -> foo.yaml) or from --arch PRESET. timm and torchvision tensor names\n"
       "are both accepted."};
   app.require_subcommand(1);
+  app.option_defaults()->always_capture_default();  // every subcommand's --help shows defaults
 
   ModelFlags info_flags;
   CLI::App* info =
@@ -252,7 +253,7 @@ int main(int argc, char** argv) {
   classify_flags.AddTo(classify, /*allow_preset=*/false);
   classify->add_option("--labels,-l", labels_path,
                        "class names, one per line (default: the card's labels)");
-  classify->add_option("--topk,-k", topk, "classes to print per image")
+  classify->add_option("--topk,--top-k,-k", topk, "classes to print per image")
       ->check(CLI::Range(1, 100000));
   classify->add_option("images", image_paths, "image files")->required();
 

@@ -66,7 +66,7 @@ void AddFlags(CLI::App& app, Flags& f) {
                  "free port; 'off' disables). Keep it on loopback or a private network");
   app.add_option("--admin-token-file", f.admin_token_file,
                  "file holding the admin bearer token (overrides server.admin.token_file; "
-                 "default: $VITQ_ADMIN_TOKEN)")
+                 "without either, the token itself is read from $VITQ_ADMIN_TOKEN)")
       ->check(CLI::ExistingFile);
   app.add_flag("--check", f.check,
                "validate the config and open every variant's artifact (no warm-up, no ports), "

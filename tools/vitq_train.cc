@@ -62,12 +62,13 @@ void AddSchedule(CLI::App* app, TrainOptions& o) {
   app->add_option("--erase", o.erase_prob, "random erasing probability")
       ->check(CLI::Range(0.0, 1.0));
   app->add_option("--seed", o.seed, "seed of data order, augmentation and initialisation");
-  app->add_option("--threads", o.threads, "LibTorch threads")->check(CLI::Range(1, 256));
+  app->add_option("--threads", o.threads, "LibTorch threads (not all cores by default)")
+      ->check(CLI::Range(1, 256));
   app->add_flag("--resume", o.resume,
                 "continue from the run's checkpoint.pt (OUTPUT/, qat: --work-dir) if it exists");
-  app->add_option(
-      "--max-epochs-this-run", o.max_epochs_this_run,
-      "stop after this many epochs (time-boxed sessions); continue later with --resume");
+  app->add_option("--max-epochs-this-run", o.max_epochs_this_run,
+                  "stop after this many epochs (time-boxed sessions; 0: run to --epochs); continue "
+                  "later with --resume");
   app->add_option("--max-steps", o.max_steps_per_epoch,
                   "end every epoch after this many steps (smoke runs; 0: whole epochs)");
 }
@@ -78,7 +79,8 @@ void AddCommon(CLI::App* app, CommonFlags& f) {
       ->required()
       ->check(CLI::ExistingFile);
   app->add_option("--output,-o", f.out_dir,
-                  "output folder: checkpoint.pt, train.log, exported model")
+                  "output folder: checkpoint.pt, train.log, and the exported model (fit) or "
+                  "teacher.pt (teacher)")
       ->required();
   AddData(app, f);
   AddSchedule(app, f.options);
@@ -477,6 +479,7 @@ int main(int argc, char** argv) {
       "vitq-train: trains DeiT and Swin classifiers with LibTorch and exports vitq checkpoints.\n"
       "Checkpoints every epoch; --resume continues an interrupted run."};
   app.require_subcommand(1);
+  app.option_defaults()->always_capture_default();  // every subcommand's --help shows defaults
   CommonFlags fit_flags, teacher_flags;
   std::string name, teacher_path;
   CLI::App* fit = app.add_subcommand(

@@ -314,7 +314,8 @@ CLI::App* AddAdminCommand(CLI::App& app, AdminFlags& flags) {
   AddConnectionFlags(admin, &flags.connection);
   admin
       ->add_option("--token-file", flags.token_file,
-                   "file holding the admin token (default: $VITQ_ADMIN_TOKEN)")
+                   "file holding the admin token (without it, the token itself is read from "
+                   "$VITQ_ADMIN_TOKEN)")
       ->check(CLI::ExistingFile);
   admin->add_flag("--json", flags.json, "print the response as JSON (protobuf's JSON mapping)");
   AddTimeoutFlag(admin, &flags.timeout_ms);
@@ -363,7 +364,8 @@ CLI::App* AddAbReportCommand(CLI::App& app, AdminFlags& flags) {
   AddConnectionFlags(report, &flags.connection);
   report
       ->add_option("--token-file", flags.token_file,
-                   "file holding the admin token (default: $VITQ_ADMIN_TOKEN)")
+                   "file holding the admin token (without it, the token itself is read from "
+                   "$VITQ_ADMIN_TOKEN)")
       ->check(CLI::ExistingFile);
   report->add_flag("--json", flags.json, "print the raw Stats response as JSON");
   AddTimeoutFlag(report, &flags.timeout_ms);

@@ -13,7 +13,7 @@ void AddModelFlags(CLI::App* command, std::string* model, std::string* variant, 
                    int32_t* top_k) {
   command->add_option("--model,-m", *model, "model name in the server's repository")->required();
   command->add_option("--variant", *variant,
-                      "variant to use, e.g. int8 (kserve: the model version); default: the "
+                      "variant to use, e.g. w8a8 (kserve: the model version); default: the "
                       "server's router chooses");
   command
       ->add_option("--api", *api,
@@ -21,7 +21,7 @@ void AddModelFlags(CLI::App* command, std::string* model, std::string* variant, 
                    "inference.GRPCInferenceService/ModelInfer (Open Inference Protocol)")
       ->check(CLI::IsMember({"classify", "kserve"}))
       ->capture_default_str();
-  command->add_option("--top-k,-k", *top_k, "number of most probable classes to ask for")
+  command->add_option("--top-k,--topk,-k", *top_k, "number of most probable classes to ask for")
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();
 }
