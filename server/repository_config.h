@@ -20,8 +20,8 @@
 //       variants:
 //         - {name: fp32, path: ../models/fmnist-deit.safetensors, precision: fp32, weight: 0.9}
 //         - {name: w8a8, path: ../models/fmnist-deit.w8a8.safetensors, weight: 0.1}
-// //       shadow: {variant: fp32, fraction: 0.05}   # reference: gets 5% copies, compared
-//       adaptive: {variants: [fp32, w8a8, w4a4], p99_slo_ms: 50, agreement_floor: 0.98}
+//       shadow: {variant: fp32, fraction: 0.05}   # reference: gets 5% copies, compared
+//       adaptive: {variants: [fp32, w8a8], p99_slo_ms: 50, agreement_floor: 0.98}
 #pragma once
 
 #include <cstdint>
