@@ -17,6 +17,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "backends/malloc_tuning.h"
 #include "backends/model.h"
 #include "backends/safetensors.h"
 #include "preprocessing/image.h"
@@ -202,6 +203,7 @@ int Classify(const ModelFlags& f, std::string labels_path, int topk,
 
 int main(int argc, char** argv) {
   using namespace vitq::cli;
+  vitq::KeepFreedBuffersForReuse();
   CLI::App app{
       "vitq: quantized vision transformers (DeiT, Swin) on CPUs.\n"
       "MODEL is a safetensors checkpoint; its architecture comes from the model card beside it\n"

@@ -23,6 +23,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "backends/malloc_tuning.h"
 #include "backends/model.h"
 #include "server/admin_service.h"
 #include "server/model_io.h"
@@ -203,6 +204,7 @@ int main(int argc, char** argv) {
   Flags flags;
   AddFlags(app, flags);
   CLI11_PARSE(app, argc, argv);
+  vitq::KeepFreedBuffersForReuse();
 
   absl::StatusOr<vitq::server::ServerConfig> config = vitq::server::LoadServerConfig(flags.config);
   if (!config.ok()) return Fail(std::string(config.status().message()));
