@@ -134,6 +134,27 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void SplitHeadsToIn
   }
 }
 
+// Codes (G, N, 3, H, d) as the qkv Linear's epilogue writes them → q, k, v as (G·H, N, d).
+void SplitHeadCodes(const int8_t* qkv, int64_t groups, int64_t tokens, int64_t heads, int64_t d,
+                    int8_t* q, int8_t* k, int8_t* v) {
+  const int64_t c = heads * d;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t g = 0; g < groups; ++g) {
+    for (int64_t n = 0; n < tokens; ++n) {
+      const int8_t* row = qkv + (g * tokens + n) * 3 * c;
+      for (int64_t h = 0; h < heads; ++h) {
+        const int64_t dst = ((g * heads + h) * tokens + n) * d;
+#pragma omp simd  // a head's d codes: a vector copy, not three libc calls
+        for (int64_t j = 0; j < d; ++j) {
+          q[dst + j] = row[h * d + j];
+          k[dst + j] = row[c + h * d + j];
+          v[dst + j] = row[2 * c + h * d + j];
+        }
+      }
+    }
+  }
+}
+
 // (G·H, N, d) → (G, N, H·d).
 void MergeHeads(const float* heads_out, int64_t groups, int64_t tokens, int64_t heads, int64_t d,
                 float* out) {
@@ -291,18 +312,26 @@ absl::StatusOr<AttentionCore> AttentionCore::Load(WeightStore& store, const std:
   return Create(prefix + "matmul", num_heads, head_dim, std::move(spec));
 }
 
-// q·kᵀ on s8×s8 and softmax·v on u8×s8, the dequantization scales fixed in each primitive.
+// Splits qkv into symmetric codes (the fp32 q, k, v's, without writing them) and attends.
 void AttentionCore::ForwardInteger(const float* qkv, int64_t groups, int64_t tokens,
                                    const float* bias, int64_t bias_rows, float* scores,
                                    float* heads_out) const {
-  const int64_t gh = groups * num_heads_, count = gh * tokens * head_dim_;
-  const QuantSpec::Attention& a = spec_.attn;
+  const int64_t count = groups * num_heads_ * tokens * head_dim_;
   thread_local std::vector<int8_t> qkv8_buf;
-  thread_local std::vector<uint8_t> probs8_buf;
   int8_t* q8 = Scratch(qkv8_buf, 3 * count);
   SplitHeadsToInt8(qkv, groups, tokens, num_heads_, head_dim_,
-                   1.0f / std::sqrt(static_cast<float>(head_dim_)), a, q8, q8 + count,
+                   1.0f / std::sqrt(static_cast<float>(head_dim_)), spec_.attn, q8, q8 + count,
                    q8 + 2 * count);
+  AttendInteger(q8, groups, tokens, bias, bias_rows, scores, heads_out);
+}
+
+// q·kᵀ on s8×s8 and softmax·v on u8×s8, the dequantization scales fixed in each primitive.
+void AttentionCore::AttendInteger(const int8_t* q8, int64_t groups, int64_t tokens,
+                                  const float* bias, int64_t bias_rows, float* scores,
+                                  float* heads_out) const {
+  const int64_t gh = groups * num_heads_, count = gh * tokens * head_dim_;
+  const QuantSpec::Attention& a = spec_.attn;
+  thread_local std::vector<uint8_t> probs8_buf;
   GetBatchedMatmul(
       MatmulKey{gh, tokens, head_dim_, tokens, true, dt::s8, dt::s8, a.q_scale * a.k_scale})
       .Run(q8, q8 + count, scores);
@@ -313,6 +342,36 @@ void AttentionCore::ForwardInteger(const float* qkv, int64_t groups, int64_t tok
   GetBatchedMatmul(
       MatmulKey{gh, tokens, tokens, head_dim_, false, dt::u8, dt::s8, p.scale * a.v_scale})
       .Run(probs, q8 + 2 * count, heads_out);
+}
+
+bool AttentionCore::TakesCodes() const {
+  return spec_.precision == Precision::kInt8 && !spec_.fake_quant && !spec_.attn.rectify;
+}
+
+AttentionCore::AttentionCore(int64_t num_heads, int64_t head_dim, QuantSpec spec)
+    : num_heads_(num_heads), head_dim_(head_dim), spec_(std::move(spec)) {
+  if (!TakesCodes()) return;
+  const int64_t c = num_heads_ * head_dim_;
+  const QuantSpec::Attention& a = spec_.attn;
+  const float q_prescale = 1.0f / std::sqrt(static_cast<float>(head_dim_));
+  qkv_code_scales_.resize(3 * c);
+  std::fill(qkv_code_scales_.begin(), qkv_code_scales_.begin() + c, q_prescale / a.q_scale);
+  std::fill(qkv_code_scales_.begin() + c, qkv_code_scales_.begin() + 2 * c, 1.0f / a.k_scale);
+  std::fill(qkv_code_scales_.begin() + 2 * c, qkv_code_scales_.end(), 1.0f / a.v_scale);
+}
+
+void AttentionCore::ForwardCodes(const int8_t* qkv_codes, int64_t groups, int64_t tokens,
+                                 const float* bias, int64_t bias_groups, float* out) const {
+  thread_local std::vector<float> scores_buf, heads_buf;
+  thread_local std::vector<int8_t> split_buf;
+  const int64_t gh = groups * num_heads_, count = gh * tokens * head_dim_;
+  float* scores = Scratch(scores_buf, gh * tokens * tokens);
+  float* heads_out = Scratch(heads_buf, count);
+  int8_t* q8 = Scratch(split_buf, 3 * count);
+  SplitHeadCodes(qkv_codes, groups, tokens, num_heads_, head_dim_, q8, q8 + count, q8 + 2 * count);
+  AttendInteger(q8, groups, tokens, bias, bias ? bias_groups * num_heads_ * tokens : 0, scores,
+                heads_out);
+  MergeHeads(heads_out, groups, tokens, num_heads_, head_dim_, out);
 }
 
 std::string AttentionCore::Describe(int64_t groups, int64_t tokens) const {

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "backends/quant_spec.h"
@@ -18,8 +19,7 @@ namespace vitq {
 class AttentionCore {
  public:
   AttentionCore() = default;
-  AttentionCore(int64_t num_heads, int64_t head_dim, QuantSpec spec)
-      : num_heads_(num_heads), head_dim_(head_dim), spec_(spec) {}
+  AttentionCore(int64_t num_heads, int64_t head_dim, QuantSpec spec);
   // Validates `spec` (an integer attention needs its q/k/v quantizers); errors start with `name`.
   static absl::StatusOr<AttentionCore> Create(const std::string& name, int64_t num_heads,
                                               int64_t head_dim, QuantSpec spec);
@@ -36,6 +36,16 @@ class AttentionCore {
   void Forward(const float* qkv, int64_t groups, int64_t tokens, const float* bias,
                int64_t bias_groups, float* out) const;
 
+  // Integer attention without rectification takes q, k, v as codes, which the qkv Linear can
+  // write in its epilogue: qkv_codes[.., c] = SymmetricCode(qkv[.., c] · QkvCodeScales()[c]) on
+  // qkv_bits (q pre-scaled by 1/√d, as Forward does). ForwardCodes then gives what Forward gives
+  // for the qkv those codes came from.
+  bool TakesCodes() const;
+  const std::vector<float>& QkvCodeScales() const { return qkv_code_scales_; }  // 3·C: q | k | v
+  int qkv_bits() const { return spec_.attn.qkv_bits; }
+  void ForwardCodes(const int8_t* qkv_codes, int64_t groups, int64_t tokens, const float* bias,
+                    int64_t bias_groups, float* out) const;
+
   int64_t num_heads() const { return num_heads_; }
   int64_t head_dim() const { return head_dim_; }
   const QuantSpec& spec() const { return spec_; }
@@ -45,10 +55,14 @@ class AttentionCore {
  private:
   void ForwardInteger(const float* qkv, int64_t groups, int64_t tokens, const float* bias,
                       int64_t bias_rows, float* scores, float* heads_out) const;
+  // q·kᵀ, softmax and ·v on split codes q8, k8, v8: (G·H, N, d) each.
+  void AttendInteger(const int8_t* q8, int64_t groups, int64_t tokens, const float* bias,
+                     int64_t bias_rows, float* scores, float* heads_out) const;
 
   int64_t num_heads_ = 0;
   int64_t head_dim_ = 0;
   QuantSpec spec_;
+  std::vector<float> qkv_code_scales_;  // when TakesCodes()
 };
 
 }  // namespace vitq

@@ -45,13 +45,12 @@ absl::StatusOr<std::unique_ptr<Model>> Deit::Create(const ModelConfig& c, Weight
 
 void Deit::RunBlock(const Block& b, float* x, int64_t batch, int64_t tokens) const {
   const int64_t rows = batch * tokens, dim = config_.embed_dim;
-  thread_local std::vector<float> qkv, attn_out;
-  qkv.resize(rows * 3 * dim);
+  thread_local std::vector<float> attn_out;
   attn_out.resize(rows * dim);
-  NormThenLinear(b.norm1, b.qkv, x, rows, qkv.data());                     // (B·N, 3C)
-  b.attn.Forward(qkv.data(), batch, tokens, nullptr, 0, attn_out.data());  // (B·N, C)
-  b.proj.ForwardAdd(attn_out.data(), rows, x);                             // x += proj(attn)
-  b.mlp.ForwardAddNormed(b.norm2, rows, x);                                // x += mlp(norm2(x))
+  NormQkvAttention(b.norm1, b.qkv, b.attn, x, nullptr, batch, tokens, nullptr, 0,
+                   attn_out.data());            // (B·N, C)
+  b.proj.ForwardAdd(attn_out.data(), rows, x);  // x += proj(attn)
+  b.mlp.ForwardAddNormed(b.norm2, rows, x);     // x += mlp(norm2(x))
 }
 
 Tensor Deit::Run(const Tensor& images) const {

@@ -51,6 +51,11 @@ class Int8LinearKernel final : public LinearKernel {
     matmul_->RunToCodes(codes, m, grid, out);
     return true;
   }
+  bool ForwardCodesToSymmetricCodes(const uint8_t* codes, int64_t m, const float* column_scale,
+                                    int bits, int8_t* out) const override {
+    matmul_->RunToSymmetricCodes(codes, m, column_scale, bits, out);
+    return true;
+  }
 
  private:
   void Run(const float* x, int64_t m, float* y, bool accumulate) const {

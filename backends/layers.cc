@@ -78,6 +78,33 @@ void NormThenLinear(const LayerNorm& norm, const Linear& linear, const float* x,
       [&](const float* normed) { linear.Forward(normed, rows, y); });
 }
 
+void NormQkvAttention(const LayerNorm& norm, const Linear& qkv, const AttentionCore& attn,
+                      const float* x, const RowGather* gather, int64_t groups, int64_t tokens,
+                      const float* bias, int64_t bias_groups, float* out) {
+  const int64_t rows = groups * tokens;
+  const size_t size = static_cast<size_t>(rows * qkv.out_features());
+  thread_local std::vector<float> qkv_out;
+  auto attend_floats = [&](auto&& run_qkv) {
+    qkv_out.resize(size);
+    run_qkv(qkv_out.data());
+    attn.Forward(qkv_out.data(), groups, tokens, bias, bias_groups, out);
+  };
+  WithNormed(
+      norm, x, rows, gather, qkv.InputGrid(),
+      [&](const uint8_t* codes) {
+        thread_local std::vector<int8_t> qkv_codes;
+        qkv_codes.resize(size);
+        if (attn.TakesCodes() &&
+            qkv.ForwardCodesToSymmetricCodes(codes, rows, attn.QkvCodeScales().data(),
+                                             attn.qkv_bits(), qkv_codes.data())) {
+          attn.ForwardCodes(qkv_codes.data(), groups, tokens, bias, bias_groups, out);
+          return;
+        }
+        attend_floats([&](float* y) { qkv.ForwardCodes(codes, rows, y, /*accumulate=*/false); });
+      },
+      [&](const float* normed) { attend_floats([&](float* y) { qkv.Forward(normed, rows, y); }); });
+}
+
 absl::StatusOr<Linear> LoadLinear(WeightStore& store, const std::string& prefix, int64_t in,
                                   int64_t out, bool has_bias, const PrecisionPlan& plan,
                                   Activation activation) {

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "backends/attention.h"
 #include "backends/linear.h"
 #include "backends/ops.h"
 #include "backends/quant_spec.h"
@@ -70,6 +71,13 @@ class Mlp {
 // Swin's window partition.
 void NormThenLinear(const LayerNorm& norm, const Linear& linear, const float* x, int64_t rows,
                     float* y, const RowGather* gather = nullptr);
+
+// out = attn(qkv(norm(x))), qkv's rows = groups·tokens (gathered as in NormThenLinear), out:
+// (groups·tokens, C). Where qkv and attn are integer, q, k, v pass between them as codes written in
+// qkv's epilogue (AttentionCore::TakesCodes); otherwise as floats.
+void NormQkvAttention(const LayerNorm& norm, const Linear& qkv, const AttentionCore& attn,
+                      const float* x, const RowGather* gather, int64_t groups, int64_t tokens,
+                      const float* bias, int64_t bias_groups, float* out);
 
 // Loads `prefix.weight` (out, in) and `prefix.bias` (out) (bias optional when !has_bias).
 absl::StatusOr<Linear> LoadLinear(WeightStore& store, const std::string& prefix, int64_t in,

@@ -52,6 +52,15 @@ class LinearKernel {
                                    const ActQuant& /*grid*/, uint8_t* /*out*/) const {
     return false;
   }
+  // From input codes on InputGrid(): the output (m, N) as symmetric signed codes,
+  // clamp(round(y · column_scale[n]), −(2^(bits−1) − 1), 2^(bits−1) − 1), in the epilogue (qkv
+  // straight into the integer attention's q, k, v). False, with nothing written, when the
+  // kernel cannot.
+  virtual bool ForwardCodesToSymmetricCodes(const uint8_t* /*codes*/, int64_t /*m*/,
+                                            const float* /*column_scale*/, int /*bits*/,
+                                            int8_t* /*out*/) const {
+    return false;
+  }
 };
 
 absl::StatusOr<std::unique_ptr<LinearKernel>> MakeLinearKernel(const LinearParams& params,
@@ -82,6 +91,10 @@ class Linear {
   bool ForwardCodesToCodes(const uint8_t* codes, int64_t m, const ActQuant& grid,
                            uint8_t* out) const {
     return kernel_->ForwardCodesToCodes(codes, m, grid, out);
+  }
+  bool ForwardCodesToSymmetricCodes(const uint8_t* codes, int64_t m, const float* column_scale,
+                                    int bits, int8_t* out) const {
+    return kernel_->ForwardCodesToSymmetricCodes(codes, m, column_scale, bits, out);
   }
 
   const std::string& name() const { return name_; }

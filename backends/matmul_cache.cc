@@ -25,7 +25,13 @@ void LinearMatmul::RunToCodes(const void* src, int64_t m, const ActQuant& grid,
   Execute(EntryFor({m, false, grid.bits, grid.scale, grid.zero_point}), src, codes);
 }
 
-void LinearMatmul::Execute(const Entry& e, const void* src, void* dst) const {
+void LinearMatmul::RunToSymmetricCodes(const void* src, int64_t m, const float* column_scale,
+                                       int bits, int8_t* codes) const {
+  Execute(EntryFor({m, false, bits, 1.0f, 0, /*symmetric=*/true}), src, codes, column_scale);
+}
+
+void LinearMatmul::Execute(const Entry& e, const void* src, void* dst,
+                           const float* column_scale) const {
   auto& eng = dnnl_util::Engine();
   std::unordered_map<int, memory> args{
       {DNNL_ARG_SRC, memory(e.pd.src_desc(), eng, const_cast<void*>(src))},
@@ -34,6 +40,11 @@ void LinearMatmul::Execute(const Entry& e, const void* src, void* dst) const {
       {DNNL_ARG_SCRATCHPAD, dnnl_util::ThreadScratchpad(e.pd)}};
   if (!bias_.empty())
     args.emplace(DNNL_ARG_BIAS, memory(e.pd.bias_desc(), eng, const_cast<float*>(bias_.data())));
+  if (e.column_scale_post_op >= 0) {
+    args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(e.column_scale_post_op) | DNNL_ARG_SRC_1,
+                 memory(dnnl_util::PlainDesc({1, options_.n}, dt::f32), eng,
+                        const_cast<float*>(column_scale)));
+  }
   e.prim.execute(dnnl_util::ThreadStream(), args);
   dnnl_util::ThreadStream().wait();
 }
@@ -47,10 +58,12 @@ const LinearMatmul::Entry& LinearMatmul::EntryFor(const Key& key) const {
   auto it = entries_.find(key);
   if (it != entries_.end()) return it->second;
   const int64_t m = key.m, n = options_.n, k = options_.k;
-  const bool to_codes = key.grid_bits > 0;
+  const bool to_symmetric = key.symmetric;
+  const bool to_codes = key.grid_bits > 0 && !to_symmetric;
   memory::desc src_md = dnnl_util::PlainDesc({m, k}, options_.src_type);
   memory::desc w_any({k, n}, options_.weight_type, memory::format_tag::any);
-  memory::desc dst_md = dnnl_util::PlainDesc({m, n}, to_codes ? dt::u8 : dt::f32);
+  memory::desc dst_md =
+      dnnl_util::PlainDesc({m, n}, to_symmetric ? dt::s8 : (to_codes ? dt::u8 : dt::f32));
   dnnl::primitive_attr attr = dnnl_util::BaseAttr();
   if (options_.add_attributes) options_.add_attributes(attr);
   dnnl::post_ops ops;
@@ -64,13 +77,22 @@ const LinearMatmul::Entry& LinearMatmul::EntryFor(const Key& key) const {
     ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_clip, 0.0f,
                        static_cast<float>((1 << key.grid_bits) - 1));
   }
+  int column_scale_post_op = -1;
+  if (to_symmetric) {
+    // y · column_scale[n] (a per-column broadcast), clamped to ±qmax; the s8 store rounds half
+    // to even.
+    column_scale_post_op = ops.len();
+    ops.append_binary(dnnl::algorithm::binary_mul, dnnl_util::PlainDesc({1, n}, dt::f32));
+    const float qmax = static_cast<float>((1 << (key.grid_bits - 1)) - 1);
+    ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_clip, -qmax, qmax);
+  }
   attr.set_post_ops(ops);
   dnnl::matmul::desc desc =
       bias_.empty()
           ? dnnl::matmul::desc(src_md, w_any, dst_md)
           : dnnl::matmul::desc(src_md, w_any, dnnl_util::PlainDesc({1, n}, dt::f32), dst_md);
   dnnl::matmul::primitive_desc pd(desc, attr, dnnl_util::Engine());
-  Entry entry{pd, dnnl::matmul(pd), WeightsIn(pd.weights_desc())};
+  Entry entry{pd, dnnl::matmul(pd), WeightsIn(pd.weights_desc()), column_scale_post_op};
   return entries_.emplace(key, std::move(entry)).first->second;
 }
 

@@ -40,6 +40,10 @@ class LinearMatmul {
   // codes = the output (after the activation) quantized onto `grid`, in the epilogue:
   // clamp(round(y / grid.scale + grid.zero_point), 0, grid.qmax()) as u8.
   void RunToCodes(const void* src, int64_t m, const ActQuant& grid, uint8_t* codes) const;
+  // codes = clamp(round(y[m, n] · column_scale[n]), −(2^(bits−1) − 1), 2^(bits−1) − 1) as s8, in
+  // the epilogue (column_scale: N floats, a binary post-op's operand).
+  void RunToSymmetricCodes(const void* src, int64_t m, const float* column_scale, int bits,
+                           int8_t* codes) const;
   std::string Describe(int64_t m) const;  // oneDNN's implementation name for `m` rows
 
  private:
@@ -47,18 +51,22 @@ class LinearMatmul {
     dnnl::matmul::primitive_desc pd;
     dnnl::matmul prim;
     std::shared_ptr<dnnl::memory> weights;
+    int column_scale_post_op = -1;  // index of the binary multiply by column_scale, if any
   };
-  // One primitive per row count and output kind: f32, f32 accumulated, or codes on a grid.
+  // One primitive per row count and output kind: f32, f32 accumulated, codes on a grid, or
+  // symmetric codes scaled per column.
   struct Key {
     int64_t m;
     bool accumulate;
     int grid_bits;  // 0: f32 output
     float grid_scale;
     int32_t grid_zero_point;
+    bool symmetric = false;  // s8 codes of grid_bits, scaled per column
     auto operator<=>(const Key&) const = default;
   };
   const Entry& EntryFor(const Key& key) const;
-  void Execute(const Entry& e, const void* src, void* dst) const;
+  void Execute(const Entry& e, const void* src, void* dst,
+               const float* column_scale = nullptr) const;
   std::shared_ptr<dnnl::memory> WeightsIn(const dnnl::memory::desc& md) const;  // needs mu_
 
   Options options_;

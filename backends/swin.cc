@@ -207,15 +207,14 @@ void Swin::RunBlock(const Block& b, const Stage& s, float* x, int64_t batch) con
   const int64_t c = s.dim, rows = batch * s.height * s.width;
   const int64_t tokens = window_ * window_, groups = batch * num_windows(s),
                 wrows = groups * tokens;
-  thread_local std::vector<float> windows, qkv, attn_out;
+  thread_local std::vector<float> windows, attn_out;
   windows.resize(wrows * c);
-  qkv.resize(wrows * 3 * c);
   attn_out.resize(wrows * c);
   // norm1 writes its rows straight in window order (the partition is a row gather).
   const RowGather partition{b.window_source.data(), static_cast<int64_t>(b.window_source.size()),
                             s.height * s.width};
-  NormThenLinear(b.norm1, b.qkv, x, wrows, qkv.data(), &partition);  // (B·nW·N, 3C)
-  b.attn.Forward(qkv.data(), groups, tokens, b.attn_bias.data(), b.bias_groups, attn_out.data());
+  NormQkvAttention(b.norm1, b.qkv, b.attn, x, &partition, groups, tokens, b.attn_bias.data(),
+                   b.bias_groups, attn_out.data());        // (B·nW·N, C)
   b.proj.Forward(attn_out.data(), wrows, windows.data());  // (B·nW·N, C)
   swin::WindowReverseAdd(windows.data(), batch, s.height, s.width, c, window_, b.shift_h, b.shift_w,
                          x);

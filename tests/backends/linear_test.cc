@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "backends/attention.h"
+#include "backends/quantize.h"
 
 namespace vitq {
 namespace {
@@ -192,6 +193,46 @@ TEST(AttentionCoreTest, IntegerMatchesFakeQuant) {
     EXPECT_EQ(impl.find("ref"), std::string::npos) << impl;
     EXPECT_EQ(impl.find("gemm:jit"), std::string::npos) << impl;
   }
+}
+
+// The codes entry (q, k, v written as codes by the qkv Linear's epilogue) gives exactly what the
+// float entry gives when the codes are the ones it would compute, with Swin's periodic bias.
+TEST(AttentionCoreTest, CodesEntryMatchesFloatEntry) {
+  const int64_t groups = 4, n = 49, heads = 2, d = 16, bias_groups = 2, c = heads * d;
+  Tensor qkv_t = RandomTensor({groups * n * 3 * c}, 31);
+  Tensor bias_t = RandomTensor({bias_groups * heads * n * n}, 32);
+  for (int bits : {8, 4}) {
+    QuantSpec spec;
+    spec.precision = Precision::kInt8;
+    spec.is_attention = true;
+    spec.attn.qkv_bits = spec.attn.probs_bits = bits;
+    const float qmax = static_cast<float>((1 << (bits - 1)) - 1);
+    spec.attn.q_scale = 1.0f / qmax;
+    spec.attn.k_scale = spec.attn.v_scale = 3.0f / qmax;
+    AttentionCore attn(heads, d, spec);
+    ASSERT_TRUE(attn.TakesCodes());
+    ASSERT_EQ(attn.QkvCodeScales().size(), static_cast<size_t>(3 * c));
+    // The codes Forward computes from the floats: q pre-scaled by 1/√d, then each part's scale.
+    std::vector<int8_t> codes(qkv_t.numel());
+    const float prescale = 1.0f / std::sqrt(static_cast<float>(d));
+    for (int64_t i = 0; i < qkv_t.numel(); ++i) {
+      const int64_t part = (i % (3 * c)) / c;
+      const float x = qkv_t.data()[i];
+      codes[i] = part == 0   ? SymmetricCode(x * prescale, 1.0f / spec.attn.q_scale, qmax)
+                 : part == 1 ? SymmetricCode(x, 1.0f / spec.attn.k_scale, qmax)
+                             : SymmetricCode(x, 1.0f / spec.attn.v_scale, qmax);
+    }
+    std::vector<float> from_floats(groups * n * c), from_codes(from_floats.size());
+    attn.Forward(qkv_t.data(), groups, n, bias_t.data(), bias_groups, from_floats.data());
+    attn.ForwardCodes(codes.data(), groups, n, bias_t.data(), bias_groups, from_codes.data());
+    EXPECT_EQ(from_codes, from_floats) << bits << " bits";
+  }
+  QuantSpec fake;
+  fake.precision = Precision::kInt8;
+  fake.is_attention = true;
+  fake.fake_quant = true;
+  EXPECT_FALSE(AttentionCore(heads, d, fake).TakesCodes());
+  EXPECT_FALSE(AttentionCore(heads, d, QuantSpec::Float(Precision::kFp32)).TakesCodes());
 }
 
 // Q-ViT's rectification: per token and head, q and k normalised over the head's channels,

@@ -6,6 +6,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "backends/attention.h"
 #include "backends/layers.h"
 #include "backends/linear.h"
 #include "backends/observer.h"
@@ -232,6 +233,95 @@ TEST(Int8LinearTest, NormHandsCodesToTheLayerAfterItExactly) {
     mlp->ForwardAdd(normed.data(), rows, residual_separate.data());
     for (int64_t i = 0; i < x.numel(); ++i)
       ASSERT_EQ(residual_fused.data()[i], residual_separate.data()[i]) << what << " " << i;
+  }
+}
+
+// qkv hands q, k, v to an integer attention as codes from its epilogue where its kernel can
+// (oneDNN W8A8): within one code of quantizing its float output (the fused epilogue rounds in
+// another order), on at most 0.1% of them. The low-bit kernel (W4A4) and the rectified attention
+// take floats, so their NormQkvAttention equals the float route exactly.
+TEST(Int8LinearTest, QkvHandsCodesToTheIntegerAttention) {
+  const int64_t groups = 4, tokens = 49, heads = 3, d = 32, dim = heads * d, rows = groups * tokens;
+  struct Case {
+    int w, qkv_bits;
+    bool rectify, codes;
+  };
+  for (Case c : {Case{8, 8, false, true}, Case{8, 4, false, true}, Case{4, 4, false, false},
+                 Case{8, 8, true, false}}) {
+    const std::string what = absl::StrCat("W", c.w, " qkv, ", c.qkv_bits, "-bit attention",
+                                          c.rectify ? ", rectified" : "");
+    const PrecisionPlan plan = [c](const std::string&) {
+      QuantSpec spec;
+      spec.precision = Precision::kInt8;
+      spec.weight_bits = c.w;
+      spec.act = ActQuantFromRange(-2.0f, 3.0f, c.w);
+      return spec;
+    };
+    WeightStore store = WeightStore::Random(41);
+    auto norm = LayerNorm::Create(store, "norm", dim, 1e-6f);
+    auto qkv = LoadLinear(store, "qkv", dim, 3 * dim, true, plan);
+    ASSERT_TRUE(norm.ok() && qkv.ok()) << what;
+    Tensor x = Random({rows, dim}, 42, 2.0f), normed({rows, dim}), y({rows, 3 * dim});
+    norm->Forward(x.data(), normed.data(), rows);
+    qkv->Forward(normed.data(), rows, y.data());
+    float max_abs[3] = {0, 0, 0};  // of q·(1/√d), k, v
+    for (int64_t i = 0; i < y.numel(); ++i) {
+      const int64_t part = (i % (3 * dim)) / dim;
+      const float v = part == 0 ? y.data()[i] / std::sqrt(static_cast<float>(d)) : y.data()[i];
+      max_abs[part] = std::max(max_abs[part], std::abs(v));
+    }
+    QuantSpec spec;
+    spec.precision = Precision::kInt8;
+    spec.is_attention = true;
+    spec.attn.qkv_bits = c.qkv_bits;
+    spec.attn.probs_bits = 8;  // 4-bit probabilities would round 49 tokens' ~1/49 to 0
+    const float qmax = static_cast<float>((1 << (c.qkv_bits - 1)) - 1);
+    // Ranges of 40% of each part's largest value: the clamp to ±qmax binds on a few % of codes.
+    spec.attn.q_scale = 0.4f * max_abs[0] / qmax;
+    spec.attn.k_scale = 0.4f * max_abs[1] / qmax;
+    spec.attn.v_scale = 0.4f * max_abs[2] / qmax;
+    if (c.rectify) {
+      spec.attn.rectify = true;
+      for (auto* v : {&spec.attn.q_norm_weight, &spec.attn.k_norm_weight})
+        v->assign(static_cast<size_t>(dim), 1.0f);
+      for (auto* v : {&spec.attn.q_norm_bias, &spec.attn.k_norm_bias})
+        v->assign(static_cast<size_t>(dim), 0.0f);
+    }
+    const AttentionCore attn(heads, d, spec);
+    ASSERT_EQ(attn.TakesCodes(), !c.rectify) << what;
+
+    if (c.codes) {  // the epilogue's codes against quantizing qkv's float output
+      std::vector<uint8_t> in_codes(rows * dim);
+      norm->ForwardToCodes(x.data(), rows, *qkv->InputGrid(), in_codes.data());
+      std::vector<int8_t> codes(rows * 3 * dim);
+      ASSERT_TRUE(qkv->ForwardCodesToSymmetricCodes(
+          in_codes.data(), rows, attn.QkvCodeScales().data(), c.qkv_bits, codes.data()))
+          << what;
+      int64_t off = 0, clamped = 0;
+      for (int64_t i = 0; i < y.numel(); ++i) {
+        const float scale = attn.QkvCodeScales()[i % (3 * dim)];
+        const int want = SymmetricCode(y.data()[i], scale, qmax);
+        ASSERT_LE(std::abs(codes[i] - want), 1) << what << " " << i;
+        off += codes[i] != want;
+        clamped += std::abs(want) == static_cast<int>(qmax);
+      }
+      EXPECT_LE(off, y.numel() / 1000) << what;
+      EXPECT_GE(clamped, y.numel() / 100) << what << ": the clamp must bind to be tested";
+    }
+    Tensor fused({rows, dim}), separate({rows, dim});
+    NormQkvAttention(*norm, *qkv, attn, x.data(), nullptr, groups, tokens, nullptr, 0,
+                     fused.data());
+    attn.Forward(y.data(), groups, tokens, nullptr, 0, separate.data());
+    double err = 0, ref = 0;
+    for (int64_t i = 0; i < fused.numel(); ++i) {
+      if (!c.codes) {
+        ASSERT_EQ(fused.data()[i], separate.data()[i]) << what << " " << i;
+      }
+      err += std::pow(fused.data()[i] - separate.data()[i], 2);
+      ref += std::pow(separate.data()[i], 2);
+    }
+    ASSERT_GT(ref, 0.0) << what;
+    EXPECT_LT(std::sqrt(err / ref), 1e-2) << what;
   }
 }
 
