@@ -312,7 +312,7 @@ absl::StatusOr<AttentionCore> AttentionCore::Load(WeightStore& store, const std:
   return Create(prefix + "matmul", num_heads, head_dim, std::move(spec));
 }
 
-// Splits qkv into symmetric codes (the fp32 q, k, v's, without writing them) and attends.
+// Quantizes the fp32 qkv into per-head q, k, v codes in one pass, then attends.
 void AttentionCore::ForwardInteger(const float* qkv, int64_t groups, int64_t tokens,
                                    const float* bias, int64_t bias_rows, float* scores,
                                    float* heads_out) const {
