@@ -157,6 +157,19 @@ TEST(AttentionCoreTest, MatchesNaiveWithPeriodicBias) {
   }
 }
 
+// An integer attention spec at `bits` for q, k, v and probabilities, the q range ±q_range and
+// the k, v range ±kv_range.
+QuantSpec IntegerAttentionSpec(int bits, float q_range, float kv_range) {
+  QuantSpec spec;
+  spec.precision = Precision::kInt8;
+  spec.is_attention = true;
+  spec.attn.qkv_bits = spec.attn.probs_bits = bits;
+  const float qmax = static_cast<float>((1 << (bits - 1)) - 1);
+  spec.attn.q_scale = q_range / qmax;
+  spec.attn.k_scale = spec.attn.v_scale = kv_range / qmax;
+  return spec;
+}
+
 // Integer q·kᵀ / softmax·v against the fp32 simulation of the same quantizers, and both close
 // to float attention at 8 bits.
 TEST(AttentionCoreTest, IntegerMatchesFakeQuant) {
@@ -167,13 +180,8 @@ TEST(AttentionCoreTest, IntegerMatchesFakeQuant) {
   std::vector<float> bias(bias_t.data(), bias_t.data() + bias_t.numel());
   const std::vector<double> exact = NaiveAttention(qkv, groups, n, heads, d, bias, bias_groups);
   for (int bits : {8, 4}) {
-    QuantSpec spec;
-    spec.precision = Precision::kInt8;
-    spec.is_attention = true;
-    spec.attn.qkv_bits = spec.attn.probs_bits = bits;
-    const float qmax = static_cast<float>((1 << (bits - 1)) - 1);
-    spec.attn.q_scale = 4.0f / std::sqrt(16.0f) / qmax;  // |q|/√d stays below ~1 for N(0,1) values
-    spec.attn.k_scale = spec.attn.v_scale = 4.0f / qmax;
+    // |q|/√d stays below ~1 for N(0,1) values.
+    QuantSpec spec = IntegerAttentionSpec(bits, 4.0f / std::sqrt(16.0f), 4.0f);
     AttentionCore integer(heads, d, spec);
     spec.fake_quant = true;
     AttentionCore fake(heads, d, spec);
@@ -202,13 +210,8 @@ TEST(AttentionCoreTest, CodesEntryMatchesFloatEntry) {
   Tensor qkv_t = RandomTensor({groups * n * 3 * c}, 31);
   Tensor bias_t = RandomTensor({bias_groups * heads * n * n}, 32);
   for (int bits : {8, 4}) {
-    QuantSpec spec;
-    spec.precision = Precision::kInt8;
-    spec.is_attention = true;
-    spec.attn.qkv_bits = spec.attn.probs_bits = bits;
+    const QuantSpec spec = IntegerAttentionSpec(bits, 1.0f, 3.0f);
     const float qmax = static_cast<float>((1 << (bits - 1)) - 1);
-    spec.attn.q_scale = 1.0f / qmax;
-    spec.attn.k_scale = spec.attn.v_scale = 3.0f / qmax;
     AttentionCore attn(heads, d, spec);
     ASSERT_TRUE(attn.TakesCodes());
     ASSERT_EQ(attn.QkvCodeScales().size(), static_cast<size_t>(3 * c));
