@@ -80,21 +80,26 @@ T* Scratch(std::vector<T>& buffer, int64_t count) {
   return buffer.data();
 }
 
-// Splits (G, N, 3, H, d) into q, k, v as (G·H, N, d); q pre-scaled by 1/√d as timm and
-// torchvision do. T is float or uint16_t (bf16).
-template <typename T>
-void SplitHeads(const float* qkv, int64_t groups, int64_t tokens, int64_t heads, int64_t d,
-                float scale, T* q, T* k, T* v) {
+// Splits (G, N, 3, H, d) into q, k, v as (G·H, N, d). From floats, q is pre-scaled by 1/√d as
+// timm and torchvision do, into T = float or uint16_t (bf16); int8 codes (q already scaled in the
+// qkv GEMM's epilogue) are copied.
+template <typename S, typename T>
+void SplitHeads(const S* qkv, int64_t groups, int64_t tokens, int64_t heads, int64_t d, float scale,
+                T* q, T* k, T* v) {
   const int64_t c = heads * d;
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t g = 0; g < groups; ++g) {
     for (int64_t n = 0; n < tokens; ++n) {
-      const float* row = qkv + (g * tokens + n) * 3 * c;
+      const S* row = qkv + (g * tokens + n) * 3 * c;
       for (int64_t h = 0; h < heads; ++h) {
         const int64_t dst = ((g * heads + h) * tokens + n) * d;
 #pragma omp simd
         for (int64_t j = 0; j < d; ++j) {
-          if constexpr (std::is_same_v<T, float>) {
+          if constexpr (std::is_same_v<S, int8_t>) {
+            q[dst + j] = row[h * d + j];
+            k[dst + j] = row[c + h * d + j];
+            v[dst + j] = row[2 * c + h * d + j];
+          } else if constexpr (std::is_same_v<T, float>) {
             q[dst + j] = row[h * d + j] * scale;
             k[dst + j] = row[c + h * d + j];
             v[dst + j] = row[2 * c + h * d + j];
@@ -128,27 +133,6 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void SplitHeadsToIn
           q[dst + j] = SymmetricCode(row[h * d + j] * q_prescale, inv_q, qmax);
           k[dst + j] = SymmetricCode(row[c + h * d + j], inv_k, qmax);
           v[dst + j] = SymmetricCode(row[2 * c + h * d + j], inv_v, qmax);
-        }
-      }
-    }
-  }
-}
-
-// Codes (G, N, 3, H, d) as the qkv Linear's epilogue writes them → q, k, v as (G·H, N, d).
-void SplitHeadCodes(const int8_t* qkv, int64_t groups, int64_t tokens, int64_t heads, int64_t d,
-                    int8_t* q, int8_t* k, int8_t* v) {
-  const int64_t c = heads * d;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t g = 0; g < groups; ++g) {
-    for (int64_t n = 0; n < tokens; ++n) {
-      const int8_t* row = qkv + (g * tokens + n) * 3 * c;
-      for (int64_t h = 0; h < heads; ++h) {
-        const int64_t dst = ((g * heads + h) * tokens + n) * d;
-#pragma omp simd  // a head's d codes: a vector copy, not three libc calls
-        for (int64_t j = 0; j < d; ++j) {
-          q[dst + j] = row[h * d + j];
-          k[dst + j] = row[c + h * d + j];
-          v[dst + j] = row[2 * c + h * d + j];
         }
       }
     }
@@ -368,7 +352,8 @@ void AttentionCore::ForwardCodes(const int8_t* qkv_codes, int64_t groups, int64_
   float* scores = Scratch(scores_buf, gh * tokens * tokens);
   float* heads_out = Scratch(heads_buf, count);
   int8_t* q8 = Scratch(split_buf, 3 * count);
-  SplitHeadCodes(qkv_codes, groups, tokens, num_heads_, head_dim_, q8, q8 + count, q8 + 2 * count);
+  SplitHeads(qkv_codes, groups, tokens, num_heads_, head_dim_, 1.0f, q8, q8 + count,
+             q8 + 2 * count);
   AttendInteger(q8, groups, tokens, bias, bias ? bias_groups * num_heads_ * tokens : 0, scores,
                 heads_out);
   MergeHeads(heads_out, groups, tokens, num_heads_, head_dim_, out);
