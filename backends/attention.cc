@@ -196,11 +196,22 @@ void RectifyQk(const float* qkv, int64_t rows, int64_t heads, int64_t d,
   }
 }
 
+// Per-thread buffers shared by the float and the codes entries (a thread runs one attention at a
+// time): scores (G·H, N, N), the heads' outputs (G·H, N, d) and the split q, k, v codes.
+struct AttentionScratch {
+  std::vector<float> scores, heads;
+  std::vector<int8_t> qkv_codes;
+};
+AttentionScratch& ThreadScratch() {
+  thread_local AttentionScratch scratch;
+  return scratch;
+}
+
 }  // namespace
 
 void AttentionCore::Forward(const float* qkv, int64_t groups, int64_t tokens, const float* bias,
                             int64_t bias_groups, float* out) const {
-  thread_local std::vector<float> scores_buf, heads_buf, rectified_buf;
+  thread_local std::vector<float> rectified_buf;
   if (spec_.attn.rectify) {
     float* rectified = Scratch(rectified_buf, groups * tokens * 3 * num_heads_ * head_dim_);
     RectifyQk(qkv, groups * tokens, num_heads_, head_dim_, spec_.attn, rectified);
@@ -209,8 +220,8 @@ void AttentionCore::Forward(const float* qkv, int64_t groups, int64_t tokens, co
   const int64_t gh = groups * num_heads_;
   const int64_t qkv_count = gh * tokens * head_dim_;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim_));
-  float* scores = Scratch(scores_buf, gh * tokens * tokens);  // (G·H, N, N)
-  float* heads_out = Scratch(heads_buf, qkv_count);           // (G·H, N, d)
+  float* scores = Scratch(ThreadScratch().scores, gh * tokens * tokens);
+  float* heads_out = Scratch(ThreadScratch().heads, qkv_count);
   const int64_t bias_rows = bias ? bias_groups * num_heads_ * tokens : 0;
 
   if (spec_.precision == Precision::kBf16) {
@@ -301,8 +312,7 @@ void AttentionCore::ForwardInteger(const float* qkv, int64_t groups, int64_t tok
                                    const float* bias, int64_t bias_rows, float* scores,
                                    float* heads_out) const {
   const int64_t count = groups * num_heads_ * tokens * head_dim_;
-  thread_local std::vector<int8_t> qkv8_buf;
-  int8_t* q8 = Scratch(qkv8_buf, 3 * count);
+  int8_t* q8 = Scratch(ThreadScratch().qkv_codes, 3 * count);
   SplitHeadsToInt8(qkv, groups, tokens, num_heads_, head_dim_,
                    1.0f / std::sqrt(static_cast<float>(head_dim_)), spec_.attn, q8, q8 + count,
                    q8 + 2 * count);
@@ -346,12 +356,11 @@ AttentionCore::AttentionCore(int64_t num_heads, int64_t head_dim, QuantSpec spec
 
 void AttentionCore::ForwardCodes(const int8_t* qkv_codes, int64_t groups, int64_t tokens,
                                  const float* bias, int64_t bias_groups, float* out) const {
-  thread_local std::vector<float> scores_buf, heads_buf;
-  thread_local std::vector<int8_t> split_buf;
   const int64_t gh = groups * num_heads_, count = gh * tokens * head_dim_;
-  float* scores = Scratch(scores_buf, gh * tokens * tokens);
-  float* heads_out = Scratch(heads_buf, count);
-  int8_t* q8 = Scratch(split_buf, 3 * count);
+  AttentionScratch& scratch = ThreadScratch();
+  float* scores = Scratch(scratch.scores, gh * tokens * tokens);
+  float* heads_out = Scratch(scratch.heads, count);
+  int8_t* q8 = Scratch(scratch.qkv_codes, 3 * count);
   SplitHeads(qkv_codes, groups, tokens, num_heads_, head_dim_, 1.0f, q8, q8 + count,
              q8 + 2 * count);
   AttendInteger(q8, groups, tokens, bias, bias ? bias_groups * num_heads_ * tokens : 0, scores,

@@ -92,13 +92,14 @@ void NormQkvAttention(const LayerNorm& norm, const Linear& qkv, const AttentionC
   WithNormed(
       norm, x, rows, gather, qkv.InputGrid(),
       [&](const uint8_t* codes) {
-        thread_local std::vector<int8_t> qkv_codes;
-        qkv_codes.resize(size);
-        if (attn.TakesCodes() &&
-            qkv.ForwardCodesToSymmetricCodes(codes, rows, attn.QkvCodeScales().data(),
-                                             attn.qkv_bits(), qkv_codes.data())) {
-          attn.ForwardCodes(qkv_codes.data(), groups, tokens, bias, bias_groups, out);
-          return;
+        if (attn.TakesCodes()) {
+          thread_local std::vector<int8_t> qkv_codes;
+          qkv_codes.resize(size);
+          if (qkv.ForwardCodesToSymmetricCodes(codes, rows, attn.QkvCodeScales().data(),
+                                               attn.qkv_bits(), qkv_codes.data())) {
+            attn.ForwardCodes(qkv_codes.data(), groups, tokens, bias, bias_groups, out);
+            return;
+          }
         }
         attend_floats([&](float* y) { qkv.ForwardCodes(codes, rows, y, /*accumulate=*/false); });
       },

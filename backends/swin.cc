@@ -43,30 +43,18 @@ std::vector<float> ShiftMask(int64_t h, int64_t w, int64_t ws, int64_t sh, int64
   return mask;
 }
 
-namespace {
-// Calls fn(window_row, src_y, src_x) for every window token; src is the token's position
-// in the unpadded map, or -1 for padding.
-template <typename Fn>
-void ForEachWindowToken(int64_t h, int64_t w, int64_t ws, int64_t sh, int64_t sw, int64_t wy,
-                        Fn fn) {
-  const int64_t hp = (h + ws - 1) / ws * ws, wp = (w + ws - 1) / ws * ws, gw = wp / ws;
-  for (int64_t wx = 0; wx < gw; ++wx) {
-    for (int64_t t = 0; t < ws * ws; ++t) {
-      const int64_t y = (wy * ws + t / ws + sh) % hp, x = (wx * ws + t % ws + sw) % wp;
-      const bool inside = y < h && x < w;
-      fn((wy * gw + wx) * ws * ws + t, inside ? y : -1, inside ? x : -1);
-    }
-  }
-}
-}  // namespace
-
 std::vector<int64_t> WindowSourceRows(int64_t h, int64_t w, int64_t ws, int64_t sh, int64_t sw) {
-  const int64_t gh = (h + ws - 1) / ws, gw = (w + ws - 1) / ws;
+  const int64_t hp = (h + ws - 1) / ws * ws, wp = (w + ws - 1) / ws * ws;
+  const int64_t gh = hp / ws, gw = wp / ws;
   std::vector<int64_t> source(gh * gw * ws * ws);
   for (int64_t wy = 0; wy < gh; ++wy) {
-    ForEachWindowToken(h, w, ws, sh, sw, wy, [&](int64_t row, int64_t y, int64_t xx) {
-      source[row] = y < 0 ? -1 : y * w + xx;
-    });
+    for (int64_t wx = 0; wx < gw; ++wx) {
+      for (int64_t t = 0; t < ws * ws; ++t) {
+        // Window (wy, wx)'s token t in the padded map rolled by (-sh, -sw).
+        const int64_t y = (wy * ws + t / ws + sh) % hp, x = (wx * ws + t % ws + sw) % wp;
+        source[(wy * gw + wx) * ws * ws + t] = y < h && x < w ? y * w + x : -1;
+      }
+    }
   }
   return source;
 }
@@ -88,19 +76,17 @@ void WindowPartition(const float* x, int64_t b, int64_t h, int64_t w, int64_t c,
   }
 }
 
-void WindowReverseAdd(const float* windows, int64_t b, int64_t h, int64_t w, int64_t c, int64_t ws,
-                      int64_t sh, int64_t sw, float* x) {
-  const int64_t gh = (h + ws - 1) / ws, tokens_per_image = gh * ((w + ws - 1) / ws) * ws * ws;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t n = 0; n < b; ++n) {
-    for (int64_t wy = 0; wy < gh; ++wy) {
-      ForEachWindowToken(h, w, ws, sh, sw, wy, [&](int64_t row, int64_t y, int64_t xx) {
-        if (y < 0) return;
-        const float* src = windows + (n * tokens_per_image + row) * c;
-        float* dst = x + ((n * h + y) * w + xx) * c;
-        for (int64_t k = 0; k < c; ++k) dst[k] += src[k];
-      });
-    }
+void WindowReverseAdd(const float* windows, const RowGather& partition, int64_t rows, int64_t c,
+                      float* x) {
+  // Each token is the source of at most one window row, so rows can be added in parallel.
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t dst_row = partition.SourceRow(r);
+    if (dst_row < 0) continue;  // padding
+    const float* src = windows + r * c;
+    float* dst = x + dst_row * c;
+#pragma omp simd
+    for (int64_t k = 0; k < c; ++k) dst[k] += src[k];
   }
 }
 
@@ -216,8 +202,7 @@ void Swin::RunBlock(const Block& b, const Stage& s, float* x, int64_t batch) con
   NormQkvAttention(b.norm1, b.qkv, b.attn, x, &partition, groups, tokens, b.attn_bias.data(),
                    b.bias_groups, attn_out.data());        // (B·nW·N, C)
   b.proj.Forward(attn_out.data(), wrows, windows.data());  // (B·nW·N, C)
-  swin::WindowReverseAdd(windows.data(), batch, s.height, s.width, c, window_, b.shift_h, b.shift_w,
-                         x);
+  swin::WindowReverseAdd(windows.data(), partition, wrows, c, x);
   b.mlp.ForwardAddNormed(b.norm2, rows, x);  // x += mlp(norm2(x))
 }
 

@@ -32,9 +32,10 @@ std::vector<int64_t> WindowSourceRows(int64_t h, int64_t w, int64_t ws, int64_t 
 // by (-sh, -sw).
 void WindowPartition(const float* x, int64_t b, int64_t h, int64_t w, int64_t c, int64_t ws,
                      int64_t sh, int64_t sw, float* windows);
-// The inverse of WindowPartition, adding into x (padding dropped): x += reverse(windows).
-void WindowReverseAdd(const float* windows, int64_t b, int64_t h, int64_t w, int64_t c, int64_t ws,
-                      int64_t sh, int64_t sw, float* x);
+// The inverse of the partition gather (rows window rows of c channels), adding into x: x's row
+// partition.SourceRow(r) += windows' row r; padding rows are dropped.
+void WindowReverseAdd(const float* windows, const RowGather& partition, int64_t rows, int64_t c,
+                      float* x);
 // (B, H, W, C) → (B, ⌈H/2⌉, ⌈W/2⌉, 4C) as [x(2i,2j), x(2i+1,2j), x(2i,2j+1), x(2i+1,2j+1)].
 void MergePatches(const float* x, int64_t b, int64_t h, int64_t w, int64_t c, float* out);
 }  // namespace swin

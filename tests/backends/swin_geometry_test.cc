@@ -107,7 +107,9 @@ TEST(WindowReverseTest, InvertsPartitionWithShiftAndPadding) {
   for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 97) - 40.0f;
   std::vector<float> windows(b * 9 * ws * ws * c), back(x.size(), 0.0f);
   WindowPartition(x.data(), b, h, w, c, ws, 1, 1, windows.data());
-  WindowReverseAdd(windows.data(), b, h, w, c, ws, 1, 1, back.data());
+  const std::vector<int64_t> source = WindowSourceRows(h, w, ws, 1, 1);
+  const RowGather partition{source.data(), static_cast<int64_t>(source.size()), h * w};
+  WindowReverseAdd(windows.data(), partition, b * partition.period, c, back.data());
   EXPECT_EQ(back, x);
 }
 
